@@ -1,0 +1,71 @@
+"""JAX runtime: arrays, jax.vjp and jax.jit for the harness."""
+
+from __future__ import annotations
+
+import jax
+
+# float64 inputs need 64-bit mode; the mirrors keep each input's dtype.
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import ml_dtypes  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .._runtime import BaseRuntime  # noqa: E402
+
+DTYPES = {
+    "float64": np.float64,
+    "float32": np.float32,
+    "bfloat16": ml_dtypes.bfloat16,
+    "float16": np.float16,
+}
+
+
+class Runtime(BaseRuntime):
+    name = "jax"
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        # Correctness runs keep float32 matmuls in full precision (no TF32).
+        jax.config.update("jax_default_matmul_precision", "highest")
+        self.jax_device = None
+
+    def unavailable_reason(self) -> str | None:
+        platform = "gpu" if self.device == "gpu" else "cpu"
+        try:
+            self.jax_device = jax.devices(platform)[0]
+        except RuntimeError as error:
+            return f"JAX {jax.__version__} sees no {platform} device ({error}); install a CUDA build with the lossparity[gpu] extra"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import jaxlib
+        import optax
+
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__}
+
+    def to_tensor(self, array: np.ndarray, dtype: str | None):
+        if dtype is not None:
+            array = np.asarray(array).astype(DTYPES[dtype])
+        if self.jax_device is None:
+            self.unavailable_reason()
+        return jax.device_put(jnp.asarray(array), self.jax_device)
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return np.asarray(tensor).astype(np.float64)
+
+    def value_and_vjp(self, function, float_names):
+        def step(float_tensors, other_tensors, cotangent):
+            def loss(*floats):
+                tensors = dict(other_tensors)
+                tensors.update(zip(float_names, floats))
+                return function(tensors)
+
+            value, pullback = jax.vjp(loss, *float_tensors)
+            gradients = pullback(cotangent.astype(value.dtype)) if float_tensors else ()
+            return value, tuple(gradients)
+
+        return step
+
+    def compiled_value_and_vjp(self, function, float_names):
+        return jax.jit(self.value_and_vjp(function, float_names))

@@ -1,0 +1,64 @@
+"""TensorFlow runtime: tensors, GradientTape and XLA compilation for the harness."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from .._runtime import BaseRuntime
+
+DTYPES = {
+    "float64": tf.float64,
+    "float32": tf.float32,
+    "bfloat16": tf.bfloat16,
+    "float16": tf.float16,
+}
+
+
+class Runtime(BaseRuntime):
+    name = "tensorflow"
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        # Correctness runs keep float32 matmuls in full precision (no TF32).
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        self.device_name = "/GPU:0" if device == "gpu" else "/CPU:0"
+
+    def unavailable_reason(self) -> str | None:
+        if self.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+            return (
+                f"TensorFlow {tf.__version__} sees no GPU (tf.config.list_physical_devices('GPU') is empty); "
+                "install a CUDA build with the lossparity[gpu] extra"
+            )
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import keras
+
+        return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
+    def to_tensor(self, array: np.ndarray, dtype: str | None):
+        with tf.device(self.device_name):
+            tensor = tf.constant(array)
+            return tensor if dtype is None else tf.cast(tensor, DTYPES[dtype])
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tf.cast(tensor, tf.float64).numpy()
+
+    def value_and_vjp(self, function, float_names):
+        def step(float_tensors, other_tensors, cotangent):
+            with tf.device(self.device_name):
+                with tf.GradientTape() as tape:
+                    for tensor in float_tensors:
+                        tape.watch(tensor)
+                    tensors = dict(other_tensors)
+                    tensors.update(zip(float_names, float_tensors))
+                    value = function(tensors)
+                    weighted = tf.reduce_sum(value * tf.cast(cotangent, value.dtype))
+                gradients = tape.gradient(weighted, list(float_tensors)) if float_tensors else []
+            return value, tuple(gradients)
+
+        return step
+
+    def compiled_value_and_vjp(self, function, float_names):
+        return tf.function(self.value_and_vjp(function, float_names), jit_compile=True, reduce_retracing=False)

@@ -1,0 +1,43 @@
+"""PyTorch mirrors of the spec's reward-model losses."""
+
+from __future__ import annotations
+
+import torch
+
+from losses._checks import validate_bradley_terry
+
+from ._common import compute_dtype, tensor_info
+from .classification import _reduce
+
+
+def bradley_terry_loss(
+    chosen_rewards,
+    rejected_rewards,
+    *,
+    margin=None,
+    center_coefficient: float = 0.0,
+    reduction: str = "mean",
+):
+    """Mirror of ``losses.bradley_terry_loss``: softplus(-(r_c - r_r - m)) + eta (r_c + r_r)^2."""
+    validate_bradley_terry(
+        tensor_info("chosen_rewards", chosen_rewards),
+        tensor_info("rejected_rewards", rejected_rewards),
+        None if margin is None else tensor_info("margin", margin),
+        center_coefficient=center_coefficient,
+        reduction=reduction,
+    )
+    out_dtype = chosen_rewards.dtype
+    work_dtype = compute_dtype(out_dtype)
+    chosen = chosen_rewards.to(work_dtype)
+    rejected = rejected_rewards.to(work_dtype)
+
+    difference = chosen - rejected
+    if margin is not None:
+        difference = difference - margin.detach().to(work_dtype)
+    # softplus(-d) = -log sigmoid(d); logsigmoid is exact for any finite d and
+    # has the right gradient at a tie (d = 0), unlike relu(-d) + log1p(exp(-|d|)).
+    per_pair = -torch.nn.functional.logsigmoid(difference)
+    if center_coefficient:
+        per_pair = per_pair + center_coefficient * (chosen + rejected).square()
+
+    return _reduce(per_pair, reduction).to(out_dtype)

@@ -1,0 +1,78 @@
+"""PyTorch runtime: tensors, autograd and torch.compile for the harness."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch._dynamo
+
+from .._runtime import BaseRuntime
+
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+# Every (implementation, dtype, options) triple is its own compiled graph. The
+# default limit of 8 recompilations per code object would make torch.compile
+# fall back to eager silently after the eighth, so the limit is raised.
+torch._dynamo.config.cache_size_limit = 100_000
+if hasattr(torch._dynamo.config, "recompile_limit"):
+    torch._dynamo.config.recompile_limit = 100_000
+if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
+    torch._dynamo.config.accumulated_cache_size_limit = 1_000_000
+if hasattr(torch._dynamo.config, "accumulated_recompile_limit"):
+    torch._dynamo.config.accumulated_recompile_limit = 1_000_000
+
+
+class Runtime(BaseRuntime):
+    name = "torch"
+
+    def __init__(self, device: str = "cpu"):
+        super().__init__(device)
+        self.torch_device = torch.device("cuda" if device == "gpu" else "cpu")
+        # Correctness runs keep float32 matmuls in full precision (no TF32).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def unavailable_reason(self) -> str | None:
+        if self.device == "gpu" and not torch.cuda.is_available():
+            return (
+                f"PyTorch {torch.__version__} sees no CUDA device "
+                "(torch.cuda.is_available() is False); install a CUDA build with the lossparity[gpu] extra"
+            )
+        return None
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__}
+
+    def to_tensor(self, array: np.ndarray, dtype: str | None):
+        tensor = torch.from_numpy(np.array(array, order="C", copy=True))
+        if dtype is not None:
+            tensor = tensor.to(DTYPES[dtype])
+        return tensor.to(self.torch_device)
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tensor.detach().to("cpu", torch.float64).numpy()
+
+    def value_and_vjp(self, function, float_names):
+        def step(float_tensors, other_tensors, cotangent):
+            leaves = tuple(tensor.detach().requires_grad_(True) for tensor in float_tensors)
+            tensors = dict(other_tensors)
+            tensors.update(zip(float_names, leaves))
+            with torch.enable_grad():
+                value = function(tensors)
+                if value.requires_grad and leaves:
+                    gradients = torch.autograd.grad((value * cotangent).sum(), leaves, allow_unused=True)
+                else:
+                    gradients = (None,) * len(leaves)
+            return value.detach(), gradients
+
+        return step
+
+    def compiled_value_and_vjp(self, function, float_names):
+        # torch.compile captures the loss; AOTAutograd compiles its backward too.
+        # The autograd.grad call around it stays in Python.
+        return self.value_and_vjp(torch.compile(function, fullgraph=True), float_names)

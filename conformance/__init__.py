@@ -1,0 +1,1 @@
+"""The conformance harness: cases, tolerances, comparison, runner, reports and the CLI."""

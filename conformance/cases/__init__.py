@@ -1,0 +1,74 @@
+"""Seeded, reproducible test cases for every spec loss.
+
+Each loss has a module here with ``CASES`` (inputs and options to compare)
+and ``ERROR_CASES`` (bad input that every mirror must reject like the spec).
+Inputs are built on demand from a generator seeded by the run's seed and the
+case name, so a case is the same on every machine and in every process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+GROUPS = ("small", "edge", "realistic")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One named input to a loss.
+
+    ``build(rng)`` returns (inputs, options): float64 or integer NumPy arrays
+    (None for an absent optional tensor) keyed by argument name, and the
+    keyword options. ``dtypes`` limits the case to some dtypes, with the reason
+    in ``note``.
+    """
+
+    name: str
+    group: str
+    build: Callable[[np.random.Generator], tuple[dict, dict]]
+    dtypes: tuple[str, ...] | None = None
+    note: str = ""
+
+    def generate(self, seed: int) -> tuple[dict, dict]:
+        rng = np.random.default_rng([seed, zlib.crc32(self.name.encode())])
+        return self.build(rng)
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """Bad input: calling the loss must raise ``exception`` with every word of ``mentions`` in the message."""
+
+    name: str
+    build: Callable[[], tuple[dict, dict]]
+    exception: type
+    mentions: tuple[str, ...] = field(default_factory=tuple)
+
+
+CASE_MODULES = {
+    "cross_entropy": "conformance.cases.cross_entropy",
+    "bradley_terry_loss": "conformance.cases.bradley_terry_loss",
+    "mse": "conformance.cases.mse",
+}
+
+
+def cases_for(loss: str) -> list[Case]:
+    return list(importlib.import_module(CASE_MODULES[loss]).CASES)
+
+
+def error_cases_for(loss: str) -> list[ErrorCase]:
+    return list(importlib.import_module(CASE_MODULES[loss]).ERROR_CASES)
+
+
+def peaked_logits(rng: np.random.Generator, shape: tuple[int, ...], temperature: float = 2.0) -> np.ndarray:
+    """Logits shaped like a trained LM's: a heavy-tailed background plus a few strong candidates per row."""
+    logits = rng.standard_normal(shape) * temperature
+    rows = int(np.prod(shape[:-1]))
+    flat = logits.reshape(rows, shape[-1])
+    favourites = rng.integers(0, shape[-1], size=(rows, 4))
+    np.put_along_axis(flat, favourites, flat[np.arange(rows)[:, None], favourites] + rng.uniform(4, 12, (rows, 4)), axis=1)
+    return flat.reshape(shape)

@@ -1,0 +1,299 @@
+"""The lossparity command line: list, explain and run."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import losses
+
+from . import backend_loader, report
+from .dtypes import DTYPES
+from .environment import PROJECT_ROOT, describe
+from .worker import Selection
+
+MODES = ("eager", "compiled")
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad command line; the CLI prints the message and exits with status 2."""
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Accept both repeated flags and comma-separated lists."""
+    items = []
+    for value in values or []:
+        items += [item.strip() for item in value.split(",") if item.strip()]
+    return items
+
+
+def _choose(kind: str, requested: list[str], valid: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    if not requested or "all" in requested:
+        return default
+    unknown = [item for item in requested if item not in valid]
+    if unknown:
+        raise UsageError(f"unknown {kind} {', '.join(map(repr, unknown))}; expected one of: {', '.join(valid)} or all")
+    return tuple(dict.fromkeys(requested))
+
+
+def resolve_backends(requested: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Return the backends to run and, for 'all', those skipped because their framework is missing."""
+    known = backend_loader.known_backends()
+    if not requested or "all" in requested:
+        chosen = [name for name in known if name in ("numpy", "torch", "tensorflow", "jax")]
+        return chosen, {}
+    chosen = list(_choose("backend", requested, known, known))
+    for name in chosen:
+        hint = backend_loader.missing_framework(name)
+        if hint:
+            raise UsageError(f"backend {name!r} cannot run: {hint}")
+    return chosen, {}
+
+
+def command_list(args) -> int:
+    print("Losses (spec in losses/):")
+    for name, spec in losses.SPECS.items():
+        print(f"  {name}: {spec.summary}")
+    print("\nBackends:")
+    for backend in backend_loader.known_backends():
+        hint = backend_loader.missing_framework(backend)
+        if hint:
+            print(f"  {backend}: not installed ({hint})")
+            continue
+        try:
+            implementations, runtime = backend_loader.load(backend, "cpu")
+        except Exception as error:  # Listing must go on when one framework fails to import.
+            print(f"  {backend}: failed to load ({type(error).__name__}: {error})")
+            continue
+        versions = ", ".join(f"{name} {version}" for name, version in runtime.versions().items())
+        print(f"  {backend} ({versions}); modes: {', '.join(runtime.modes)}")
+        for implementation in implementations:
+            print(f"    {implementation.loss}: {implementation.name} [{implementation.kind}]")
+    return EXIT_OK
+
+
+def command_explain(args) -> int:
+    spec = losses.SPECS.get(args.loss)
+    if spec is None:
+        raise UsageError(f"unknown loss {args.loss!r}; expected one of: {', '.join(losses.SPECS)}")
+    print(f"{spec.name}{inspect.signature(spec.function)}\n")
+    print(inspect.getdoc(spec.function))
+    print(f"\nDifferentiable inputs: {', '.join(spec.differentiable)}")
+    detached = [name for name in spec.tensor_args if name not in spec.differentiable]
+    if detached:
+        print(f"Not differentiated (every implementation must give zero gradient or none): {', '.join(detached)}")
+    print("\nImplementations and how the built-ins differ from the spec:")
+    for backend in backend_loader.known_backends():
+        if backend_loader.missing_framework(backend):
+            print(f"  {backend}: not installed")
+            continue
+        implementations, _ = backend_loader.load(backend, "cpu")
+        for implementation in implementations:
+            if implementation.loss != spec.name:
+                continue
+            print(f"  {backend}: {implementation.name} [{implementation.kind}]")
+            if implementation.notes:
+                print(f"      adapter: {implementation.notes}")
+            for difference in implementation.differences:
+                print(f"      difference {difference.name}: {difference.description}")
+    return EXIT_OK
+
+
+class _Progress:
+    """A progress bar per backend on stderr, so --format json keeps stdout clean."""
+
+    def __init__(self, backends: list[str], enabled: bool):
+        self.enabled = enabled
+        self.tasks = {}
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+        )
+        for backend in backends:
+            self.tasks[backend] = self.progress.add_task(backend, total=None, status="waiting")
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.stop()
+
+    def update(self, run) -> None:
+        if not self.enabled:
+            return
+        bad = sum(1 for record in run.records if record["status"] in report.UNEXPECTED)
+        if run.unavailable:
+            status = f"not run: {run.unavailable}"
+        elif run.done:
+            status = "done" + (f", {bad} unexpected" if bad else "")
+        else:
+            status = (run.current or {}).get("case", "starting") + (f" ({bad} unexpected)" if bad else "")
+        self.progress.update(self.tasks[run.backend], total=run.total, completed=run.finished_units, status=status[:60])
+
+
+def command_run(args) -> int:
+    from .runner import run_backends
+
+    backends, _ = resolve_backends(_split(args.backend))
+    selection = Selection(
+        losses=_choose("loss", _split(args.loss), tuple(losses.SPECS), tuple(losses.SPECS)),
+        dtypes=_choose("dtype", _split(args.dtype), DTYPES, DTYPES),
+        modes=_choose("mode", _split(args.mode), MODES, MODES),
+        groups=_choose("case group", _split(args.group), ("small", "edge", "realistic"), ()) or None,
+        seed=args.seed,
+    )
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive number of seconds")
+
+    command = "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:])
+    show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    with _Progress(backends, show_progress) as progress:
+        result = run_backends(
+            backends, selection, device=args.device, timeout=args.timeout, jobs=args.jobs, on_progress=progress.update
+        )
+
+    document = {
+        "schema": 1,
+        "environment": describe(args.device),
+        "run": {
+            "command": command,
+            "seed": selection.seed,
+            "losses": list(selection.losses),
+            "dtypes": list(selection.dtypes),
+            "modes": list(selection.modes),
+            "wall_seconds": round(result.wall_seconds, 2),
+            "compile_seconds": round(sum(run.compile_seconds for run in result.backends.values()), 2),
+            "backends": {
+                name: {
+                    "versions": run.versions,
+                    "unavailable": run.unavailable,
+                    "seconds": round(run.seconds, 2),
+                    "compile_seconds": round(run.compile_seconds, 2),
+                    "restarts": run.restarts,
+                }
+                for name, run in result.backends.items()
+            },
+        },
+        "records": result.records,
+    }
+
+    out_dir = Path(args.out) if args.out else PROJECT_ROOT / "results" / document["environment"]["environment_id"]
+    if args.out or args.publish:
+        json_path, markdown_path = report.write_results(document, out_dir)
+        if args.publish:
+            report.write_index(out_dir.parent)
+            link = markdown_path.relative_to(PROJECT_ROOT).as_posix() if markdown_path.is_relative_to(PROJECT_ROOT) else str(markdown_path)
+            report.update_readme_summary(PROJECT_ROOT / "README.md", document, link)
+
+    if args.format == "json":
+        json.dump(document, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(document, result, out_dir if (args.out or args.publish) else None)
+
+    unexpected = [record for record in result.records if record["status"] in report.UNEXPECTED]
+    return EXIT_FAILURES if unexpected else EXIT_OK
+
+
+def _print_summary(document, result, out_dir) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    records = document["records"]
+    statuses = [status for status in report.STATUS_ORDER if any(record["status"] == status for record in records)]
+    table = Table(title="lossparity conformance summary")
+    table.add_column("backend")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    table.add_column("seconds", justify="right")
+    for name, run in result.backends.items():
+        tally = report.counts(run.records)
+        if run.unavailable:
+            table.add_row(name, *[""] * len(statuses), f"not run: {run.unavailable}")
+            continue
+        table.add_row(name, *[str(tally[status]) for status in statuses], f"{run.seconds:.0f}")
+    console.print(table)
+    unexpected = [record for record in records if record["status"] in report.UNEXPECTED]
+    for record in unexpected[:20]:
+        console.print(
+            f"[red]{record['status'].upper()}[/red] {record['backend']}/{record['loss']}/{record['implementation']}/"
+            f"{record['dtype']}/{record['mode']}/{record['case']}/{record['check']}: {record['detail'][:300]}",
+            markup=True,
+            highlight=False,
+        )
+    if len(unexpected) > 20:
+        console.print(f"... and {len(unexpected) - 20} more unexpected results (see --format json or conformance.json)")
+    xpasses = [record for record in records if record["status"] == "xpass"]
+    if xpasses:
+        console.print(f"{len(xpasses)} known failures now pass (XPASS): remove their entries from known_failures.toml")
+    console.print(
+        f"wall time {document['run']['wall_seconds']:.1f} s, compiling {document['run']['compile_seconds']:.1f} s"
+        + (f"; results in {out_dir}" if out_dir else "")
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossparity",
+        description="Check PyTorch, TensorFlow and JAX implementations of LLM losses against a float64 NumPy spec.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log worker starts, restarts and faults")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("list", help="list the losses, their implementations per backend and the installed frameworks")
+
+    explain = commands.add_parser("explain", help="show a loss's formula, conventions and how each built-in differs")
+    explain.add_argument("loss")
+
+    run = commands.add_parser("run", help="run the conformance cases")
+    run.add_argument("--backend", action="append", help="numpy, torch, tensorflow, jax or all (default all); repeatable or comma-separated")
+    run.add_argument("--loss", action="append", help="loss name(s) to run (default all)")
+    run.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
+    run.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
+    run.add_argument("--group", action="append", help="case groups: small, edge, realistic or all (default all)")
+    run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
+    run.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing unless --publish)")
+    run.add_argument("--publish", action="store_true", help="write results/<environment-id>/, the results index and the README summary")
+    run.add_argument("--format", choices=("table", "json"), default="table", help="summary table, or one JSON document on stdout")
+    run.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds a backend may go without progress before it is killed (default 600)")
+    run.add_argument("--jobs", type=int, default=2, help="backends run at the same time (default 2)")
+    progress = run.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress bars (default: when stderr is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"list": command_list, "explain": command_explain, "run": command_run}
+    try:
+        return handlers[args.command](args)
+    except UsageError as error:
+        print(f"lossparity: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Comparison of an implementation's output with the float64 reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dtypes import EPSILON
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Elementwise bound |actual - expected| <= atol + rtol |expected|.
+
+    For gradients atol is multiplied by the largest absolute reference
+    gradient, so a gradient that is small everywhere is judged on its own scale.
+    """
+
+    rtol: float
+    atol: float
+    atol_relative_to_max: bool = False
+    reason: str = ""
+
+    def describe(self) -> str:
+        scale = " x max|ref|" if self.atol_relative_to_max else ""
+        return f"rtol={self.rtol:g} atol={self.atol:g}{scale}"
+
+
+@dataclass
+class Comparison:
+    passed: bool
+    max_abs_error: float | None
+    max_rel_error_eps: float | None
+    detail: str
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtype: str) -> Comparison:
+    """Compare arrays elementwise; NaN and infinity positions (and signs) must match exactly.
+
+    max_rel_error_eps is the largest absolute error divided by the largest
+    finite reference magnitude, in units of the dtype's machine epsilon.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return Comparison(False, None, None, f"shape {actual.shape}; expected {expected.shape}")
+
+    nan_mismatch = np.isnan(actual) != np.isnan(expected)
+    inf_mismatch = np.isinf(actual) != np.isinf(expected)
+    both_inf = np.isinf(actual) & np.isinf(expected)
+    sign_mismatch = both_inf & (np.sign(actual) != np.sign(expected))
+    finite = np.isfinite(actual) & np.isfinite(expected)
+
+    errors = np.abs(actual[finite] - expected[finite])
+    reference = np.abs(expected[finite])
+    max_abs = float(errors.max()) if errors.size else 0.0
+    scale = float(reference.max()) if reference.size else 0.0
+    max_rel_eps = max_abs / (scale if scale > 0 else 1.0) / EPSILON[dtype]
+
+    atol = tolerance.atol * scale if tolerance.atol_relative_to_max else tolerance.atol
+    within = errors <= atol + tolerance.rtol * reference
+    problems = []
+    if nan_mismatch.any():
+        index = tuple(int(i) for i in np.argwhere(nan_mismatch)[0])
+        problems.append(f"NaN position differs at {index}: got {actual[index]!r}, expected {expected[index]!r}")
+    if inf_mismatch.any() or sign_mismatch.any():
+        index = tuple(int(i) for i in np.argwhere(inf_mismatch | sign_mismatch)[0])
+        problems.append(f"infinity differs at {index}: got {actual[index]!r}, expected {expected[index]!r}")
+    if not within.all():
+        worst = int(np.argmax(errors - (atol + tolerance.rtol * reference)))
+        index = tuple(int(i) for i in np.argwhere(finite)[worst])
+        count = int((~within).sum())
+        problems.append(
+            f"{count} of {errors.size} elements out of tolerance; worst at {index}: "
+            f"got {actual[index]!r}, expected {expected[index]!r}"
+        )
+    return Comparison(not problems, max_abs, max_rel_eps, "; ".join(problems))
+
+
+def is_zero_or_none(gradient: np.ndarray | None) -> tuple[bool, float | None]:
+    """Check the gradient of a non-differentiable input: None, or exactly zero everywhere."""
+    if gradient is None:
+        return True, None
+    magnitude = float(np.max(np.abs(gradient))) if gradient.size else 0.0
+    if np.isnan(gradient).any():
+        return False, float("nan")
+    return magnitude == 0.0, magnitude

@@ -1,0 +1,275 @@
+"""Running every requested backend in its own subprocess, with timeouts and crash recovery.
+
+Each backend's worker appends JSON lines to a file that this process reads as
+they arrive. A worker that exits abnormally is recorded as a crash inside the
+unit it had started, and restarted after that unit; a worker that writes
+nothing for ``timeout`` seconds is killed and recorded as a timeout the same
+way. Either way the other backends and the remaining units go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import backend_loader
+from .worker import Selection
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 5
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class BackendRun:
+    """The state of one backend's worker while the run goes on."""
+
+    backend: str
+    records: list = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    unavailable: str | None = None
+    total: int | None = None
+    finished_units: int = 0
+    seconds: float = 0.0
+    compile_seconds: float = 0.0
+    restarts: int = 0
+    skip: int = 0
+    current: dict | None = None
+    process: subprocess.Popen | None = None
+    output_path: Path | None = None
+    log_path: Path | None = None
+    read_offset: int = 0
+    last_activity: float = 0.0
+    started: float = 0.0
+    done: bool = False
+
+
+@dataclass
+class RunResult:
+    backends: dict[str, BackendRun]
+    wall_seconds: float
+
+    @property
+    def records(self) -> list[dict]:
+        return [record for run in self.backends.values() for record in run.records]
+
+
+def _worker_command(run: BackendRun, selection: Selection, device: str) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "conformance.worker",
+        "--backend",
+        run.backend,
+        "--device",
+        device,
+        "--losses",
+        ",".join(selection.losses),
+        "--dtypes",
+        ",".join(selection.dtypes),
+        "--modes",
+        ",".join(selection.modes),
+        "--seed",
+        str(selection.seed),
+        "--skip",
+        str(run.skip),
+        "--out",
+        str(run.output_path),
+    ]
+    if selection.groups:
+        command += ["--groups", ",".join(selection.groups)]
+    return command
+
+
+def _start(run: BackendRun, selection: Selection, device: str, workdir: Path) -> None:
+    run.output_path = workdir / f"{run.backend}.{run.restarts}.jsonl"
+    run.log_path = workdir / f"{run.backend}.{run.restarts}.log"
+    run.read_offset = 0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if device == "gpu":
+        # JAX must not grab most of the GPU up front, and TensorFlow must grow on demand.
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    with open(run.log_path, "wb") as log_file:
+        run.process = subprocess.Popen(
+            _worker_command(run, selection, device),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
+    run.last_activity = time.monotonic()
+    log.info("started %s worker (pid %d, skip %d)", run.backend, run.process.pid, run.skip)
+
+
+def _read_new_lines(run: BackendRun) -> list[dict]:
+    if run.output_path is None or not run.output_path.exists():
+        return []
+    with open(run.output_path, "rb") as handle:
+        handle.seek(run.read_offset)
+        data = handle.read()
+    complete, _, _ = data.rpartition(b"\n")
+    if not complete:
+        return []
+    run.read_offset += len(complete) + 1
+    documents = []
+    for line in complete.split(b"\n"):
+        if line.strip():
+            documents.append(json.loads(line))
+    return documents
+
+
+def _absorb(run: BackendRun, document: dict) -> None:
+    kind = document.pop("type")
+    if kind == "environment":
+        run.versions = document["versions"]
+        run.unavailable = document.get("unavailable")
+    elif kind == "plan":
+        run.total = document["total"]
+    elif kind == "start":
+        if run.current is not None:
+            run.finished_units += 1
+        run.current = document
+    elif kind == "result":
+        run.records.append(document)
+    elif kind == "done":
+        if run.current is not None:
+            run.finished_units += 1
+        run.current = None
+        run.seconds += document["seconds"]
+        run.compile_seconds += document["compile_seconds"]
+        run.done = True
+
+
+def _tail(path: Path | None, limit: int = 1500) -> str:
+    if path is None or not path.exists():
+        return ""
+    text = path.read_bytes()[-limit:].decode("utf-8", "replace")
+    return text.strip()
+
+
+def _fault_record(run: BackendRun, status: str, detail: str) -> dict:
+    """A record for a crash or timeout: inside the unit that had started, or of the whole backend."""
+    unit = run.current or {}
+    return {
+        "loss": unit.get("loss", "*"),
+        "backend": run.backend,
+        "implementation": unit.get("implementation", "*"),
+        "kind": unit.get("kind", "*"),
+        "dtype": unit.get("dtype", "*"),
+        "mode": unit.get("mode", "*"),
+        "device": unit.get("device", "*"),
+        "case": unit.get("case", "*"),
+        "group": unit.get("group", "*"),
+        "check": "run",
+        "status": status,
+        "max_abs_error": None,
+        "max_rel_error_eps": None,
+        "tolerance": None,
+        "detail": detail,
+    }
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _handle_exit_or_hang(run: BackendRun, selection: Selection, device: str, workdir: Path, timeout: float) -> bool:
+    """Deal with a worker that ended or went silent; return True when the backend is finished."""
+    code = run.process.poll()
+    hung = code is None and time.monotonic() - run.last_activity > timeout
+    if code is None and not hung:
+        return False
+    if code is not None:
+        for document in _read_new_lines(run):
+            _absorb(run, document)
+    if hung:
+        _kill(run.process)
+        fault = ("timeout", f"no progress for {timeout:g} s; the worker was killed")
+    elif run.done and code == 0:
+        return True
+    else:
+        fault = ("crash", f"worker exited with status {code}: {_tail(run.log_path)}")
+
+    run.records.append(_fault_record(run, *fault))
+    log.warning("%s worker: %s", run.backend, fault[1])
+    if run.current is None or run.restarts >= MAX_RESTARTS:
+        return True
+    # Restart after the unit that crashed or hung.
+    run.skip = run.current["index"] + 1
+    run.finished_units = run.skip
+    run.current = None
+    run.restarts += 1
+    _start(run, selection, device, workdir)
+    return False
+
+
+def run_backends(
+    backends: list[str],
+    selection: Selection,
+    *,
+    device: str = "cpu",
+    timeout: float = 600.0,
+    jobs: int = 2,
+    on_progress: Callable[[BackendRun], None] | None = None,
+) -> RunResult:
+    """Run each backend's worker, at most ``jobs`` at a time, and collect every record."""
+    started = time.monotonic()
+    runs = {name: BackendRun(name) for name in backends}
+    pending = list(backends)
+    active: list[BackendRun] = []
+
+    with tempfile.TemporaryDirectory(prefix="lossparity-") as directory:
+        workdir = Path(directory)
+        try:
+            while pending or active:
+                while pending and len(active) < max(1, jobs):
+                    run = runs[pending.pop(0)]
+                    hint = backend_loader.missing_framework(run.backend)
+                    if hint:
+                        run.unavailable = hint
+                        run.done = True
+                        if on_progress:
+                            on_progress(run)
+                        continue
+                    run.started = time.monotonic()
+                    _start(run, selection, device, workdir)
+                    active.append(run)
+
+                for run in list(active):
+                    documents = _read_new_lines(run)
+                    if documents:
+                        run.last_activity = time.monotonic()
+                    for document in documents:
+                        _absorb(run, document)
+                    if _handle_exit_or_hang(run, selection, device, workdir, timeout):
+                        if not run.seconds:
+                            run.seconds = time.monotonic() - run.started
+                        active.remove(run)
+                    if on_progress:
+                        on_progress(run)
+                time.sleep(0.1)
+        finally:
+            for run in active:
+                if run.process is not None and run.process.poll() is None:
+                    _kill(run.process)
+
+    return RunResult(runs, time.monotonic() - started)

@@ -1,0 +1,36 @@
+"""Tolerance policy: defaults per dtype and overrides per loss, each with its reason.
+
+The defaults follow torch.testing.assert_close (float32 and float16, atol and
+rtol of 1e-5 and 1e-3) and JAX's test tolerances for bfloat16, loosened for
+reductions. Gradient atol is relative to the largest reference gradient.
+"""
+
+from __future__ import annotations
+
+from .compare import Tolerance
+
+VALUE = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-7),
+    "float32": Tolerance(rtol=1e-5, atol=1e-5),
+    "float16": Tolerance(rtol=1e-3, atol=1e-3),
+    "bfloat16": Tolerance(rtol=1.6e-2, atol=1e-2),
+}
+
+GRADIENT = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-7, atol_relative_to_max=True),
+    "float32": Tolerance(rtol=1e-5, atol=1e-5, atol_relative_to_max=True),
+    "float16": Tolerance(rtol=5e-3, atol=1e-3, atol_relative_to_max=True),
+    "bfloat16": Tolerance(rtol=5e-2, atol=1e-2, atol_relative_to_max=True),
+}
+
+# Overrides: (loss, check, dtype) -> Tolerance with its reason and the
+# measured error that motivated it. check is "value" or "grad".
+OVERRIDES: dict[tuple[str, str, str], Tolerance] = {}
+
+
+def tolerance_for(loss: str, check: str, dtype: str) -> Tolerance:
+    kind = "value" if check == "value" else "grad"
+    override = OVERRIDES.get((loss, kind, dtype))
+    if override is not None:
+        return override
+    return VALUE[dtype] if kind == "value" else GRADIENT[dtype]
