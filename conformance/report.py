@@ -80,6 +80,7 @@ def markdown(document: dict) -> str:
         "",
         *summary_table(records),
         "",
+        *_override_lines(),
     ]
     unavailable = {name: info["unavailable"] for name, info in run["backends"].items() if info.get("unavailable")}
     if unavailable:
@@ -103,6 +104,17 @@ def markdown(document: dict) -> str:
         lines.append("")
         lines += _details(items)
     return "\n".join(lines) + "\n"
+
+
+def _override_lines() -> list[str]:
+    from .tolerances import OVERRIDES
+
+    if not OVERRIDES:
+        return []
+    lines = ["Tolerance overrides (every other check uses the defaults per dtype):", ""]
+    for (loss, check, dtype), tolerance in sorted(OVERRIDES.items()):
+        lines.append(f"- {loss} {check} {dtype}: {tolerance.describe()}, because {tolerance.reason}")
+    return lines + [""]
 
 
 def _column_order(column):

@@ -25,7 +25,18 @@ GRADIENT = {
 
 # Overrides: (loss, check, dtype) -> Tolerance with its reason and the
 # measured error that motivated it. check is "value" or "grad".
-OVERRIDES: dict[tuple[str, str, str], Tolerance] = {}
+OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
+    ("cross_entropy", "grad", "float32"): Tolerance(
+        rtol=1e-4,
+        atol=1e-5,
+        atol_relative_to_max=True,
+        reason=(
+            "every probability in a row carries the relative error of the float32 softmax normaliser, "
+            "a sum over the whole vocabulary; measured 6.0e-5 for the PyTorch mirror and 3.4e-5 for the "
+            "TensorFlow mirror (XLA) on llm-128-vocab-128256 (V = 128256), above the default rtol of 1e-5"
+        ),
+    ),
+}
 
 
 def tolerance_for(loss: str, check: str, dtype: str) -> Tolerance:

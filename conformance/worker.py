@@ -97,7 +97,7 @@ class Worker:
                         continue
                     for impl in own:
                         for mode in self.selection.modes:
-                            if mode in self.runtime.modes:
+                            if mode in self.runtime.modes and (mode == "eager" or case.compiled):
                                 units.append(Unit(loss, impl, dtype, mode, case=case))
             for impl in own:
                 if impl.validates and "eager" in self.runtime.modes:

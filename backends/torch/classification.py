@@ -66,8 +66,10 @@ def cross_entropy(
                 ignore_index,
             )
         safe_targets = torch.where(counted, targets, torch.zeros_like(targets)).long()
-        target_weight = torch.where(counted, class_weight[safe_targets], torch.zeros((), dtype=work_dtype, device=z.device))
         onehot = torch.nn.functional.one_hot(safe_targets, num_classes).to(work_dtype)
+        # w_y through the one-hot row: indexing class_weight with the targets is
+        # data-dependent and makes torch.compile fail on a single row of rank 1.
+        target_weight = (onehot * class_weight).sum(dim=-1) * counted.to(work_dtype)
         coefficients = (1.0 - label_smoothing) * onehot * target_weight.unsqueeze(-1)
         coefficients = coefficients + (label_smoothing / num_classes) * class_weight * counted.unsqueeze(-1).to(work_dtype)
         denominator = target_weight.sum()

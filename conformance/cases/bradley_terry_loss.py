@@ -7,7 +7,7 @@ import numpy as np
 from . import Case, ErrorCase
 
 
-def _pairs(name, *, size=(64,), margin=False, center=0.0, reduction="mean", scale=1.0, group="small"):
+def _pairs(name, *, size=(64,), margin=False, center=0.0, reduction="mean", scale=1.0, group="small", compiled=False):
     def build(rng):
         chosen = rng.standard_normal(size) * scale
         rejected = rng.standard_normal(size) * scale
@@ -19,7 +19,7 @@ def _pairs(name, *, size=(64,), margin=False, center=0.0, reduction="mean", scal
         }
         return inputs, {"center_coefficient": center, "reduction": reduction}
 
-    return Case(name, group, build)
+    return Case(name, group, build, compiled=compiled)
 
 
 def _ties(rng):
@@ -44,11 +44,11 @@ CASES = [
     _pairs("pairs-none", reduction="none"),
     _pairs("margin-mean", margin=True),
     _pairs("center-mean", center=0.01),
-    _pairs("margin-center-none", margin=True, center=0.01, reduction="none"),
-    _pairs("grid-8x4-sum", size=(8, 4), margin=True, reduction="sum"),
+    _pairs("margin-center-none", margin=True, center=0.01, reduction="none", compiled=True),
+    _pairs("grid-8x4-sum", size=(8, 4), margin=True, reduction="sum", compiled=True),
     _pairs("rewards-512-pairs", size=(512,), margin=True, center=0.01, scale=3.0, group="realistic"),
     Case("ties", "edge", _ties),
-    Case("differences-1e4", "edge", _huge_differences),
+    Case("differences-1e4", "edge", _huge_differences, compiled=True),
     Case("empty-batch-mean", "edge", _empty),
 ]
 

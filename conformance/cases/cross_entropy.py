@@ -26,7 +26,7 @@ def _probabilities(rng, shape):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _small(name, *, reduction="mean", weight=False, ignored=0.0, ignore_index=IGNORE, label_smoothing=0.0, z_loss=0.0, shape=(8, 10)):
+def _small(name, *, reduction="mean", weight=False, ignored=0.0, ignore_index=IGNORE, label_smoothing=0.0, z_loss=0.0, shape=(8, 10), compiled=False):
     def build(rng):
         logits = rng.standard_normal(shape) * 2.0
         inputs = {
@@ -37,10 +37,10 @@ def _small(name, *, reduction="mean", weight=False, ignored=0.0, ignore_index=IG
         options = {"ignore_index": ignore_index, "label_smoothing": label_smoothing, "z_loss": z_loss, "reduction": reduction}
         return inputs, options
 
-    return Case(name, "small", build)
+    return Case(name, "small", build, compiled=compiled)
 
 
-def _probability_case(name, *, reduction="mean", weight=False, label_smoothing=0.0, z_loss=0.0, shape=(6, 7)):
+def _probability_case(name, *, reduction="mean", weight=False, label_smoothing=0.0, z_loss=0.0, shape=(6, 7), compiled=False):
     def build(rng):
         inputs = {
             "logits": rng.standard_normal(shape) * 2.0,
@@ -49,7 +49,7 @@ def _probability_case(name, *, reduction="mean", weight=False, label_smoothing=0
         }
         return inputs, {"label_smoothing": label_smoothing, "z_loss": z_loss, "reduction": reduction}
 
-    return Case(name, "small", build)
+    return Case(name, "small", build, compiled=compiled)
 
 
 def _saturated(rng):
@@ -120,22 +120,22 @@ CASES = [
     _small("smoothing-mean", label_smoothing=0.1),
     _small("smoothing-weight-ignore", label_smoothing=0.2, weight=True, ignored=0.25),
     _small("z-loss-mean", z_loss=1e-3),
-    _small("all-options-sum", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="sum"),
-    _small("all-options-none", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="none"),
-    _small("rank3-ignore-mean", ignored=0.2, shape=(2, 3, 5)),
+    _small("all-options-sum", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="sum", compiled=True),
+    _small("all-options-none", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="none", compiled=True),
+    _small("rank3-ignore-mean", ignored=0.2, shape=(2, 3, 5), compiled=True),
     _small("rank1-single-row", shape=(6,), reduction="none"),
     _probability_case("probabilities-mean"),
-    _probability_case("probabilities-weight-smoothing", weight=True, label_smoothing=0.1, reduction="sum"),
-    _probability_case("probabilities-z-loss-none", z_loss=1e-2, reduction="none"),
+    _probability_case("probabilities-weight-smoothing", weight=True, label_smoothing=0.1, reduction="sum", compiled=True),
+    _probability_case("probabilities-z-loss-none", z_loss=1e-2, reduction="none", compiled=True),
     Case("saturated-logits-1e4", "edge", _saturated),
     Case("all-logits-equal", "edge", _uniform),
     Case("single-class", "edge", _single_class),
-    Case("every-target-ignored", "edge", _all_ignored),
+    Case("every-target-ignored", "edge", _all_ignored, compiled=True),
     Case("empty-batch-mean", "edge", _empty("mean")),
     Case("empty-batch-sum", "edge", _empty("sum")),
-    Case("ignored-rows-nonfinite", "edge", _ignored_rows_nonfinite),
+    Case("ignored-rows-nonfinite", "edge", _ignored_rows_nonfinite, compiled=True),
     Case("llm-4x512-vocab-32000", "realistic", _llm_padded),
-    Case("llm-128-vocab-128256", "realistic", _llm_large_vocab),
+    Case("llm-128-vocab-128256", "realistic", _llm_large_vocab, compiled=True),
 ]
 
 

@@ -7,12 +7,12 @@ import numpy as np
 from . import Case, ErrorCase
 
 
-def _regression(name, *, shape=(16, 8), reduction="mean", scale=1.0, group="small", dtypes=None, note=""):
+def _regression(name, *, shape=(16, 8), reduction="mean", scale=1.0, group="small", dtypes=None, note="", compiled=False):
     def build(rng):
         inputs = {"predictions": rng.standard_normal(shape) * scale, "targets": rng.standard_normal(shape) * scale}
         return inputs, {"reduction": reduction}
 
-    return Case(name, group, build, dtypes=dtypes, note=note)
+    return Case(name, group, build, dtypes=dtypes, note=note, compiled=compiled)
 
 
 def _identical(rng):
@@ -31,8 +31,8 @@ def _scalar(rng):
 CASES = [
     _regression("matrix-mean"),
     _regression("matrix-sum", reduction="sum"),
-    _regression("matrix-none", reduction="none"),
-    _regression("rank3-mean", shape=(2, 3, 4)),
+    _regression("matrix-none", reduction="none", compiled=True),
+    _regression("rank3-mean", shape=(2, 3, 4), compiled=True),
     _regression("values-4096-mean", shape=(4096,), group="realistic"),
     _regression(
         "large-magnitude-sum",
