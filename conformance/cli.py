@@ -46,7 +46,8 @@ def resolve_backends(requested: list[str]) -> tuple[list[str], dict[str, str]]:
     """Return the backends to run and, for 'all', those skipped because their framework is missing."""
     known = backend_loader.known_backends()
     if not requested or "all" in requested:
-        chosen = [name for name in known if name in ("numpy", "torch", "tensorflow", "jax")]
+        # The slowest backend starts first, so the others run beside it.
+        chosen = [name for name in ("torch", "jax", "tensorflow", "numpy") if name in known]
         return chosen, {}
     chosen = list(_choose("backend", requested, known, known))
     for name in chosen:

@@ -15,7 +15,12 @@ from ._numerics import as_float64, logsumexp, reduce, reduction_scale, tensor_in
 
 
 def _prepare_cross_entropy(logits, targets, weight, ignore_index, label_smoothing, z_loss, reduction):
-    """Validate the arguments and compute what the value and the gradient share."""
+    """Validate the arguments and compute what the value and the gradient share.
+
+    Returns (target_kind, counted, safe_targets, target_weight, class_weight,
+    lse, log_probs, denominator). safe_targets and target_weight (w_y, zero on
+    ignored rows) are None for probability targets.
+    """
     target_kind = validate_cross_entropy(
         tensor_info("logits", logits),
         tensor_info("targets", targets),
@@ -35,6 +40,7 @@ def _prepare_cross_entropy(logits, targets, weight, ignore_index, label_smoothin
             float(class_weight.max()) if has_weights else None,
         )
 
+    safe_targets = target_weight = None
     if target_kind == "index":
         targets = np.asarray(targets)
         counted = targets != ignore_index
@@ -47,17 +53,9 @@ def _prepare_cross_entropy(logits, targets, weight, ignore_index, label_smoothin
         )
         safe_targets = np.where(counted, targets, 0).astype(np.int64)
         target_weight = np.where(counted, class_weight[safe_targets], 0.0)
-        # a[..., c] is the coefficient of -log p_c in the row's loss:
-        # (1 - eps) w_y onehot(y)_c + (eps / C) w_c, and zero on ignored rows.
-        onehot = np.zeros(logits.shape)
-        np.put_along_axis(onehot, safe_targets[..., None], 1.0, axis=-1)
-        coefficients = (1.0 - label_smoothing) * onehot * target_weight[..., None]
-        coefficients = coefficients + (label_smoothing / num_classes) * class_weight * counted[..., None]
         denominator = float(np.sum(target_weight))
     else:
         counted = np.ones(logits.shape[:-1], dtype=bool)
-        probabilities = (1.0 - label_smoothing) * as_float64(targets) + label_smoothing / num_classes
-        coefficients = probabilities * class_weight
         denominator = float(np.prod(logits.shape[:-1]))
 
     # Ignored rows are replaced by zeros before any arithmetic, so -inf or NaN
@@ -65,7 +63,17 @@ def _prepare_cross_entropy(logits, targets, weight, ignore_index, label_smoothin
     safe_logits = np.where(counted[..., None], logits, 0.0)
     lse = logsumexp(safe_logits, axis=-1)
     log_probs = safe_logits - lse[..., None]
-    return target_kind, counted, coefficients, safe_logits, lse, log_probs, class_weight, denominator
+    return target_kind, counted, safe_targets, target_weight, class_weight, lse, log_probs, denominator
+
+
+def _weighted_sum(coefficients, log_probs):
+    """sum_c coefficients_c log_probs_c over the class axis, with 0 * log 0 = 0."""
+    with np.errstate(invalid="ignore"):
+        return np.sum(np.where(coefficients == 0.0, 0.0, coefficients * log_probs), axis=-1)
+
+
+def _gather(values, safe_targets):
+    return np.take_along_axis(values, safe_targets[..., None], axis=-1)[..., 0]
 
 
 def cross_entropy(
@@ -114,13 +122,21 @@ def cross_entropy(
           PyTorch returns NaN there.
         - A term with q_c w_c = 0 is 0 even where log p_c = -inf (0 log 0 = 0).
     """
-    (target_kind, counted, coefficients, _, lse, log_probs, _, denominator) = _prepare_cross_entropy(
+    (target_kind, counted, safe_targets, target_weight, class_weight, lse, log_probs, denominator) = _prepare_cross_entropy(
         logits, targets, weight, ignore_index, label_smoothing, z_loss, reduction
     )
+    num_classes = log_probs.shape[-1]
 
-    with np.errstate(invalid="ignore"):
-        weighted_log_probs = np.where(coefficients == 0.0, 0.0, coefficients * log_probs)
-    per_row = -np.sum(weighted_log_probs, axis=-1)
+    if target_kind == "index":
+        # -(1 - eps) w_y log p_y - (eps / C) sum_c w_c log p_c, without building q.
+        target_log_probs = _gather(log_probs, safe_targets)
+        per_row = -(1.0 - label_smoothing) * np.where(target_weight == 0.0, 0.0, target_weight * target_log_probs)
+        if label_smoothing:
+            per_row = per_row - (label_smoothing / num_classes) * _weighted_sum(class_weight, log_probs)
+        per_row = np.where(counted, per_row, 0.0)
+    else:
+        probabilities = (1.0 - label_smoothing) * as_float64(targets) + label_smoothing / num_classes
+        per_row = -_weighted_sum(probabilities * class_weight, log_probs)
     per_row = per_row + z_loss * np.where(counted, lse**2, 0.0)
 
     return reduce(per_row, reduction, denominator)
@@ -144,15 +160,30 @@ def cross_entropy_grad(
     d/dz_c = A p_c - a_c + 2 z_loss lse(z) p_c, and zero on ignored rows.
     For probability targets d/dt_c = -(1 - eps) w_c log p_c.
     """
-    (target_kind, counted, coefficients, _, lse, log_probs, class_weight, denominator) = _prepare_cross_entropy(
+    (target_kind, counted, safe_targets, target_weight, class_weight, lse, log_probs, denominator) = _prepare_cross_entropy(
         logits, targets, weight, ignore_index, label_smoothing, z_loss, reduction
     )
+    num_classes = log_probs.shape[-1]
     row_scale = reduction_scale(cotangent, reduction, counted.shape, denominator)
     row_scale = np.where(counted, row_scale, 0.0)
-
     probs = np.exp(log_probs)
-    coefficient_sum = np.sum(coefficients, axis=-1, keepdims=True)
-    grad_logits = coefficient_sum * probs - coefficients + 2.0 * z_loss * lse[..., None] * probs
+
+    if target_kind == "index":
+        smoothing = (label_smoothing / num_classes) * counted
+        coefficient_sum = (1.0 - label_smoothing) * target_weight + smoothing * np.sum(class_weight)
+        grad_logits = (coefficient_sum + 2.0 * z_loss * lse)[..., None] * probs
+        grad_logits -= smoothing[..., None] * class_weight
+        np.put_along_axis(
+            grad_logits,
+            safe_targets[..., None],
+            _gather(grad_logits, safe_targets)[..., None] - (1.0 - label_smoothing) * target_weight[..., None],
+            axis=-1,
+        )
+    else:
+        probabilities = (1.0 - label_smoothing) * as_float64(targets) + label_smoothing / num_classes
+        coefficients = probabilities * class_weight
+        coefficient_sum = np.sum(coefficients, axis=-1)
+        grad_logits = (coefficient_sum + 2.0 * z_loss * lse)[..., None] * probs - coefficients
     grad_logits = np.where(counted[..., None], grad_logits, 0.0) * row_scale[..., None]
 
     grads = {"logits": grad_logits}

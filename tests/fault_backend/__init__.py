@@ -1,0 +1,33 @@
+"""A test-only backend whose mse crashes or hangs on chosen cases, for the runner's fault isolation tests.
+
+On the small mse cases the reduction tells the cases apart: "sum"
+(matrix-sum) ends the process with status 3, "none" (matrix-none) sleeps for
+an hour, and "mean" (matrix-mean, rank3-mean) returns the right value. With
+FAIL_AT_IMPORT_VARIABLE set, importing this package raises ImportError.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from backends._api import Implementation
+
+FAIL_AT_IMPORT_VARIABLE = "LOSSPARITY_TEST_FAIL_AT_IMPORT"
+CRASH_EXIT_STATUS = 3
+
+if os.environ.get(FAIL_AT_IMPORT_VARIABLE):
+    raise ImportError(f"{FAIL_AT_IMPORT_VARIABLE} is set, so the fault backend fails at import")
+
+
+def mse_with_faults(predictions, targets, *, reduction="mean"):
+    """Crash on reduction "sum", hang on "none", else return the mean squared error."""
+    if reduction == "sum":
+        os._exit(CRASH_EXIT_STATUS)
+    if reduction == "none":
+        time.sleep(3600)
+    return (predictions - targets).square().mean()
+
+
+def implementations():
+    return (Implementation(loss="mse", name="crashes-or-hangs", kind="mirror", function=mse_with_faults),)
