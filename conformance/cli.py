@@ -34,17 +34,18 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def _choose(kind: str, requested: list[str], valid: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
-    if not requested or "all" in requested:
-        return default
-    unknown = [item for item in requested if item not in valid]
+    unknown = [item for item in requested if item not in valid and item != "all"]
     if unknown:
         raise UsageError(f"unknown {kind} {', '.join(map(repr, unknown))}; expected one of: {', '.join(valid)} or all")
+    if not requested or "all" in requested:
+        return default
     return tuple(dict.fromkeys(requested))
 
 
 def resolve_backends(requested: list[str]) -> tuple[list[str], dict[str, str]]:
     """Return the backends to run and, for 'all', those skipped because their framework is missing."""
     known = backend_loader.known_backends()
+    _choose("backend", requested, known, known)  # Rejects unknown names, even beside "all".
     if not requested or "all" in requested:
         # The slowest backend starts first, so the others run beside it.
         chosen = [name for name in ("torch", "jax", "tensorflow", "numpy") if name in known]
@@ -94,7 +95,11 @@ def command_explain(args) -> int:
         if backend_loader.missing_framework(backend):
             print(f"  {backend}: not installed")
             continue
-        implementations, _ = backend_loader.load(backend, "cpu")
+        try:
+            implementations, _ = backend_loader.load(backend, "cpu")
+        except Exception as error:  # One broken framework must not hide the others.
+            print(f"  {backend}: failed to load ({type(error).__name__}: {error})")
+            continue
         for implementation in implementations:
             if implementation.loss != spec.name:
                 continue
@@ -161,8 +166,10 @@ def command_run(args) -> int:
         groups=_choose("case group", _split(args.group), ("small", "edge", "realistic"), ()) or None,
         seed=args.seed,
     )
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive number of seconds")
+    if not 0 < args.timeout < float("inf"):  # Also rejects NaN, which would disable hang detection.
+        raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive, finite number of seconds")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs} is invalid; expected at least 1")
 
     command = "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -237,7 +244,7 @@ def _print_summary(document, result, out_dir) -> None:
     for record in unexpected[:20]:
         console.print(
             f"[red]{record['status'].upper()}[/red] {record['backend']}/{record['loss']}/{record['implementation']}/"
-            f"{record['dtype']}/{record['mode']}/{record['case']}/{record['check']}: {record['detail'][:300]}",
+            f"{record['dtype']}/{record['mode']}/{record['case']}/{record['check']}: {report.short_detail(record['detail'])}",
             markup=True,
             highlight=False,
         )

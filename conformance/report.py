@@ -21,6 +21,12 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def short_detail(detail: str, limit: int = 300) -> str:
+    """Return a detail on one line, keeping its end, where a traceback puts the exception."""
+    flat = " ".join(detail.split())
+    return flat if len(flat) <= limit else "..." + flat[-limit:]
+
+
 def counts(records: list[dict]) -> Counter:
     return Counter(record["status"] for record in records)
 
@@ -153,7 +159,7 @@ def _details(items: list[dict]) -> list[str]:
         for record in failures[:50]:
             lines.append(
                 f"- `{record['backend']}/{record['implementation']}/{record['dtype']}/{record['mode']}/{record['case']}/{record['check']}` "
-                f"{record['status']}: {record['detail'][:300]}"
+                f"{record['status']}: {short_detail(record['detail'])}"
             )
         if len(failures) > 50:
             lines.append(f"- and {len(failures) - 50} more in conformance.json")

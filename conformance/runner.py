@@ -2,8 +2,8 @@
 
 Each backend's worker appends JSON lines to a file that this process reads as
 they arrive. A worker that exits abnormally is recorded as a crash inside the
-unit it had started, and restarted after that unit; a worker that writes
-nothing for ``timeout`` seconds is killed and recorded as a timeout the same
+unit it had started, and it is restarted after that unit. A worker that writes
+nothing for ``timeout`` seconds is killed and recorded as a timeout in the same
 way. Either way the other backends and the remaining units go on.
 """
 
@@ -163,7 +163,7 @@ def _tail(path: Path | None, limit: int = 1500) -> str:
 
 
 def _fault_record(run: BackendRun, status: str, detail: str) -> dict:
-    """A record for a crash or timeout: inside the unit that had started, or of the whole backend."""
+    """Build the record of a crash or timeout, inside the unit that had started or for the whole backend."""
     unit = run.current or {}
     return {
         "loss": unit.get("loss", "*"),
@@ -193,7 +193,7 @@ def _kill(process: subprocess.Popen) -> None:
 
 
 def _handle_exit_or_hang(run: BackendRun, selection: Selection, device: str, workdir: Path, timeout: float) -> bool:
-    """Deal with a worker that ended or went silent; return True when the backend is finished."""
+    """Record a worker that exited or went silent, restart it if units remain, and return True when the backend is finished."""
     code = run.process.poll()
     hung = code is None and time.monotonic() - run.last_activity > timeout
     if code is None and not hung:
@@ -211,6 +211,8 @@ def _handle_exit_or_hang(run: BackendRun, selection: Selection, device: str, wor
 
     run.records.append(_fault_record(run, *fault))
     log.warning("%s worker: %s", run.backend, fault[1])
+    # NOTE: after MAX_RESTARTS faults the units not yet run get no record; the
+    # fault records alone make the run exit 1.
     if run.current is None or run.restarts >= MAX_RESTARTS:
         return True
     # Restart after the unit that crashed or hung.

@@ -32,7 +32,7 @@ UNEXPECTED = ("fail", "error", "crash", "timeout")
 
 @dataclass
 class Selection:
-    """What to run: losses, dtypes, modes and case groups (None means all)."""
+    """The losses, dtypes, modes and case groups to run (groups None means all)."""
 
     losses: tuple[str, ...]
     dtypes: tuple[str, ...]
@@ -115,7 +115,7 @@ class Worker:
         return self._check_case(unit)
 
     def unit_fields(self, unit: Unit) -> dict:
-        """The identifying fields of every record of a unit, also used to report a crash inside it."""
+        """Return the fields that identify a unit's records; the runner also uses them to report a crash."""
         return {
             "loss": unit.loss,
             "backend": self.backend,
@@ -270,7 +270,7 @@ def _finite_or_none(number):
 
 
 def result_id(record: dict) -> str:
-    """The path a known-failure pattern matches: loss/implementation/dtype/mode/case/check."""
+    """Return the path that known-failure patterns match: loss/implementation/dtype/mode/case/check."""
     return "/".join(record[key] for key in ("loss", "implementation", "dtype", "mode", "case", "check"))
 
 

@@ -1,6 +1,6 @@
 """A test-only backend whose mse crashes or hangs on chosen cases, for the runner's fault isolation tests.
 
-On the small mse cases the reduction tells the cases apart: "sum"
+On the small mse cases the reduction identifies the case: "sum"
 (matrix-sum) ends the process with status 3, "none" (matrix-none) sleeps for
 an hour, and "mean" (matrix-mean, rank3-mean) returns the right value. With
 FAIL_AT_IMPORT_VARIABLE set, importing this package raises ImportError.

@@ -16,7 +16,7 @@ from losses._checks import REDUCTIONS, require_choice, require_floating
 
 
 def _reduce(per_item: torch.Tensor, reduction: str, count: torch.Tensor) -> torch.Tensor:
-    """Reduce like the spec: a mean over a count of zero is 0."""
+    """Reduce per-item losses as the spec does, where a mean over a count of zero is 0."""
     if reduction == "none":
         return per_item
     total = per_item.sum()
@@ -100,7 +100,7 @@ def _integer_targets_without_weight_or_z_loss(inputs, options) -> str | None:
 
 
 def implementations():
-    """Return the wrong mirrors; each name states its defect."""
+    """Return the wrong mirrors, each named after its defect."""
     cross_entropy_mirrors = (
         ("mean-divides-by-count-plus-one", cross_entropy_mean_off_by_one),
         ("drops-label-smoothing", cross_entropy_without_smoothing),
