@@ -1,4 +1,4 @@
-"""What every backend package provides to the conformance harness.
+"""The interface between backend packages and the conformance harness.
 
 A backend package (``backends.torch``, ``backends.tensorflow``, ``backends.jax``,
 ``backends.numpy``) exposes:
@@ -28,7 +28,7 @@ Options = Mapping[str, object]
 class Difference:
     """A documented way in which a native built-in's convention differs from the spec.
 
-    ``applies(inputs, options, dtype)`` tells whether a case, in the tested
+    ``applies(inputs, options, dtype)`` returns whether a case, in the tested
     dtype, exercises the difference.
     A result on such a case is reported as a documented difference, with its
     measured error, instead of a pass or a failure.

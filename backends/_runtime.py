@@ -20,7 +20,7 @@ ALL_DTYPES = ("float64", "float32", "bfloat16", "float16")
 
 
 def freeze(value: object) -> object:
-    """A hashable stand-in for an options mapping."""
+    """Return a hashable stand-in for an options mapping."""
     if isinstance(value, dict):
         return tuple(sorted((key, freeze(item)) for key, item in value.items()))
     if isinstance(value, (list, tuple)):

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from .worker import Selection
 
 MODES = ("eager", "compiled")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C.
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class UsageError(Exception):
@@ -143,12 +149,17 @@ class _Progress:
             self.progress.stop()
 
     def update(self, run) -> None:
-        if not self.enabled:
-            return
         bad = sum(1 for record in run.records if record["status"] in report.UNEXPECTED)
+        if not self.enabled:
+            # Without a terminal, one line per finished backend shows that the run moves.
+            if run.finished and run.backend not in self.tasks:
+                self.tasks[run.backend] = None
+                state = f"not run: {run.unavailable}" if run.unavailable else f"{len(run.records)} results, {bad} unexpected"
+                print(f"lossparity: {run.backend} finished ({state})", file=sys.stderr, flush=True)
+            return
         if run.unavailable:
             status = f"not run: {run.unavailable}"
-        elif run.done:
+        elif run.finished:
             status = "done" + (f", {bad} unexpected" if bad else "")
         else:
             status = (run.current or {}).get("case", "starting") + (f" ({bad} unexpected)" if bad else "")
@@ -173,10 +184,16 @@ def command_run(args) -> int:
 
     command = "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    with _Progress(backends, show_progress) as progress:
-        result = run_backends(
-            backends, selection, device=args.device, timeout=args.timeout, jobs=args.jobs, on_progress=progress.update
-        )
+    # SIGTERM takes the same path as Ctrl-C, so the runner stops its workers on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with _Progress(backends, show_progress) as progress:
+            result = run_backends(
+                backends, selection, device=args.device, timeout=args.timeout, jobs=args.jobs, on_progress=progress.update
+            )
+    except KeyboardInterrupt:
+        print("lossparity: interrupted; the workers were stopped and no results were written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     document = {
         "schema": 1,
@@ -218,6 +235,9 @@ def command_run(args) -> int:
         _print_summary(document, result, out_dir if (args.out or args.publish) else None)
 
     unexpected = [record for record in result.records if record["status"] in report.UNEXPECTED]
+    if not result.records:
+        print("lossparity: no backend produced a result; see the reasons above", file=sys.stderr)
+        return EXIT_FAILURES
     return EXIT_FAILURES if unexpected else EXIT_OK
 
 

@@ -126,7 +126,7 @@ def _override_lines() -> list[str]:
 def _column_order(column):
     dtypes = ("float64", "float32", "bfloat16", "float16")
     dtype, mode = column
-    return (dtypes.index(dtype) if dtype in dtypes else 9, mode)
+    return (dtypes.index(dtype) if dtype in dtypes else 9, 0 if mode == "eager" else 1, mode)
 
 
 def _details(items: list[dict]) -> list[str]:

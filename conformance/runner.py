@@ -51,7 +51,8 @@ class BackendRun:
     read_offset: int = 0
     last_activity: float = 0.0
     started: float = 0.0
-    done: bool = False
+    done: bool = False  # The worker wrote its closing line.
+    finished: bool = False  # The runner is done with this backend, whatever happened.
 
 
 @dataclass
@@ -248,7 +249,7 @@ def run_backends(
                     hint = backend_loader.missing_framework(run.backend)
                     if hint:
                         run.unavailable = hint
-                        run.done = True
+                        run.done = run.finished = True
                         if on_progress:
                             on_progress(run)
                         continue
@@ -265,6 +266,7 @@ def run_backends(
                     if _handle_exit_or_hang(run, selection, device, workdir, timeout):
                         if not run.seconds:
                             run.seconds = time.monotonic() - run.started
+                        run.finished = True
                         active.remove(run)
                     if on_progress:
                         on_progress(run)

@@ -108,10 +108,10 @@ def cross_entropy(
         z_loss: coefficient of lse(z)^2 added to each counted row (PaLM,
             Chowdhery et al. 2022, arXiv 2204.02311, used 1e-4). It is not
             multiplied by the class weight.
-        reduction: "none" returns the per-row losses (logits.shape[:-1]);
-            "sum" adds them; "mean" divides the sum by the sum of w_y over counted
-            rows for integer targets (PyTorch's weighted mean) and by the number
-            of rows for probability targets (also PyTorch's convention).
+        reduction: "none" returns the per-row losses (logits.shape[:-1]), and
+            "sum" adds them. "mean" divides the sum by the sum of w_y over counted
+            rows for integer targets (PyTorch's weighted mean). For probability
+            targets it divides by the number of rows, also as PyTorch does.
 
     Returns:
         float64 array: per-row losses, or a 0-d array for "sum" and "mean".

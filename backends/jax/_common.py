@@ -30,7 +30,7 @@ def compute_dtype(dtype) -> jnp.dtype:
 
 
 def concrete(array) -> np.ndarray | None:
-    """The array's values when known outside tracing (eager calls, including under jax.vjp), else None."""
+    """Return the array's values when they are known outside tracing (eager calls, also under jax.vjp), else None."""
     try:
         return np.asarray(jax.lax.stop_gradient(array))
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):

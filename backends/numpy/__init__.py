@@ -1,7 +1,7 @@
 """The NumPy backend: the spec itself, evaluated like any other implementation.
 
 It runs the float64 spec on the rounded inputs and rounds the value and the
-analytic gradient to the tested dtype. A correctly rounded answer must pass
+analytic gradient to the tested dtype. A correctly rounded result must pass
 every tolerance, so this backend checks the harness and the tolerance policy
 rather than a second implementation.
 """

@@ -25,10 +25,10 @@ class Case:
     ``build(rng)`` returns (inputs, options): float64 or integer NumPy arrays
     (None for an absent optional tensor) keyed by argument name, and the
     keyword options. ``dtypes`` limits the case to some dtypes, with the reason
-    in ``note``. Compiled mode runs only the cases with ``compiled`` set:
-    each option combination is a separate compiled graph, and torch.compile
-    takes seconds per graph on a small CPU, so each loss marks a few cases that
-    together exercise every option and reduction.
+    in ``note``. Compiled mode runs only the cases with ``compiled`` set.
+    Each option combination is a separate compiled graph, and torch.compile
+    takes seconds per graph on a small CPU. So each loss marks a few cases
+    that together exercise every option and reduction.
     """
 
     name: str
