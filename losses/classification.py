@@ -12,6 +12,9 @@ import numpy as np
 
 from ._checks import require_class_targets_in_range, require_nonnegative_weight, validate_cross_entropy, validate_mse
 from ._numerics import as_float64, logsumexp, reduce, reduction_scale, tensor_info
+from ._registry import LossSpec, register
+
+__all__ = ["cross_entropy", "cross_entropy_grad", "mse", "mse_grad"]
 
 
 def _prepare_cross_entropy(logits, targets, weight, ignore_index, label_smoothing, z_loss, reduction):
@@ -218,3 +221,25 @@ def mse_grad(predictions, targets, *, reduction: str = "mean", cotangent=1.0):
     scale = reduction_scale(cotangent, reduction, difference.shape)
     grad_predictions = 2.0 * difference * scale
     return {"predictions": grad_predictions, "targets": -grad_predictions}
+
+
+register(
+    LossSpec(
+        name="cross_entropy",
+        function=cross_entropy,
+        gradient=cross_entropy_grad,
+        tensor_args=("logits", "targets", "weight"),
+        differentiable=("logits", "targets"),
+        summary="softmax cross-entropy with class weights, ignore_index, label smoothing and z-loss",
+    )
+)
+register(
+    LossSpec(
+        name="mse",
+        function=mse,
+        gradient=mse_grad,
+        tensor_args=("predictions", "targets"),
+        differentiable=("predictions", "targets"),
+        summary="mean squared error with no 1/2 factor; mismatched shapes are an error",
+    )
+)

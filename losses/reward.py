@@ -6,6 +6,9 @@ import numpy as np
 
 from ._checks import validate_bradley_terry
 from ._numerics import as_float64, reduce, reduction_scale, sigmoid, softplus, tensor_info
+from ._registry import LossSpec, register
+
+__all__ = ["bradley_terry_loss", "bradley_terry_loss_grad"]
 
 
 def _validate(chosen_rewards, rejected_rewards, margin, center_coefficient, reduction):
@@ -87,3 +90,15 @@ def bradley_terry_loss_grad(
         "chosen_rewards": (centering - push) * scale,
         "rejected_rewards": (centering + push) * scale,
     }
+
+
+register(
+    LossSpec(
+        name="bradley_terry_loss",
+        function=bradley_terry_loss,
+        gradient=bradley_terry_loss_grad,
+        tensor_args=("chosen_rewards", "rejected_rewards", "margin"),
+        differentiable=("chosen_rewards", "rejected_rewards"),
+        summary="pairwise reward-model loss softplus(-(r_c - r_r - m)) with reward centering",
+    )
+)

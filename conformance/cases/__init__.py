@@ -53,19 +53,17 @@ class ErrorCase:
     mentions: tuple[str, ...] = field(default_factory=tuple)
 
 
-CASE_MODULES = {
-    "cross_entropy": "conformance.cases.cross_entropy",
-    "bradley_terry_loss": "conformance.cases.bradley_terry_loss",
-    "mse": "conformance.cases.mse",
-}
+def _module(loss: str):
+    """Import the case module of a loss: conformance/cases/<loss>.py."""
+    return importlib.import_module(f"conformance.cases.{loss}")
 
 
 def cases_for(loss: str) -> list[Case]:
-    return list(importlib.import_module(CASE_MODULES[loss]).CASES)
+    return list(_module(loss).CASES)
 
 
 def error_cases_for(loss: str) -> list[ErrorCase]:
-    return list(importlib.import_module(CASE_MODULES[loss]).ERROR_CASES)
+    return list(_module(loss).ERROR_CASES)
 
 
 def peaked_logits(rng: np.random.Generator, shape: tuple[int, ...], temperature: float = 2.0) -> np.ndarray:

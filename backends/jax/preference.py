@@ -1,0 +1,3 @@
+"""JAX mirrors of the spec's preference-optimisation losses."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""JAX mirrors of the spec's ranking and alignment losses."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""PyTorch mirrors of the spec's ranking and alignment losses."""
+
+__all__: list[str] = []
