@@ -29,14 +29,17 @@ class Difference:
     """A documented way in which a native built-in's convention differs from the spec.
 
     ``applies(inputs, options, dtype)`` returns whether a case, in the tested
-    dtype, exercises the difference.
-    A result on such a case is reported as a documented difference, with its
-    measured error, instead of a pass or a failure.
+    dtype, exercises the difference. A check that fails on such a case is
+    reported as a documented difference, unless ``within`` is set: then the
+    difference excuses only errors inside that dtype's default tolerance (for
+    example "float32" for a built-in that computes in float32), and a larger
+    error is still a failure. A check that passes is a pass.
     """
 
     name: str
     description: str
     applies: Callable[[Inputs, Options, str], bool]
+    within: str | None = None
 
 
 @dataclass(frozen=True)

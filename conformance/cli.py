@@ -6,6 +6,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -19,6 +20,7 @@ from .environment import PROJECT_ROOT, describe
 from .worker import Selection
 
 MODES = ("eager", "compiled")
+GROUPS = ("small", "edge", "realistic", "bad-input")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C.
 
@@ -46,6 +48,17 @@ def _choose(kind: str, requested: list[str], valid: tuple[str, ...], default: tu
     if not requested or "all" in requested:
         return default
     return tuple(dict.fromkeys(requested))
+
+
+def _require_writable_folder(path: Path) -> None:
+    """Fail before the run, not after it, when results could not be written to path."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is a file; expected a folder (it is created if missing)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UsageError(f"--out {path} cannot be created or written: {existing} is not a writable folder")
 
 
 def resolve_backends(requested: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -174,9 +187,19 @@ def command_run(args) -> int:
         losses=_choose("loss", _split(args.loss), tuple(losses.SPECS), tuple(losses.SPECS)),
         dtypes=_choose("dtype", _split(args.dtype), DTYPES, DTYPES),
         modes=_choose("mode", _split(args.mode), MODES, MODES),
-        groups=_choose("case group", _split(args.group), ("small", "edge", "realistic"), ()) or None,
+        groups=_choose("case group", _split(args.group), GROUPS, ()) or None,
         seed=args.seed,
     )
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed} is invalid; expected a non-negative integer")
+    filtered = any([args.loss, args.dtype, args.mode, args.group]) or set(backends) != {"numpy", "torch", "tensorflow", "jax"}
+    if args.publish and filtered:
+        raise UsageError(
+            "--publish replaces the published tables of this machine, so it needs the full run: "
+            "drop --backend, --loss, --dtype, --mode and --group, or write elsewhere with --out DIR"
+        )
+    if args.out:
+        _require_writable_folder(Path(args.out))
     if not 0 < args.timeout < float("inf"):  # Also rejects NaN, which would disable hang detection.
         raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive, finite number of seconds")
     if args.jobs < 1:
@@ -221,7 +244,9 @@ def command_run(args) -> int:
     }
 
     out_dir = Path(args.out) if args.out else PROJECT_ROOT / "results" / document["environment"]["environment_id"]
-    if args.out or args.publish:
+    if args.publish and not result.records:
+        print("lossparity: nothing to publish, because no backend produced a result", file=sys.stderr)
+    elif args.out or args.publish:
         json_path, markdown_path = report.write_results(document, out_dir)
         if args.publish:
             report.write_index(out_dir.parent)
@@ -243,6 +268,7 @@ def command_run(args) -> int:
 
 def _print_summary(document, result, out_dir) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -256,7 +282,7 @@ def _print_summary(document, result, out_dir) -> None:
     for name, run in result.backends.items():
         tally = report.counts(run.records)
         if run.unavailable:
-            table.add_row(name, *[""] * len(statuses), f"not run: {run.unavailable}")
+            table.add_row(name, *[""] * len(statuses), escape(f"not run: {run.unavailable}"))
             continue
         table.add_row(name, *[str(tally[status]) for status in statuses], f"{run.seconds:.0f}")
     console.print(table)
@@ -297,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loss", action="append", help="loss name(s) to run (default all)")
     run.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
     run.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
-    run.add_argument("--group", action="append", help="case groups: small, edge, realistic or all (default all)")
+    run.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input or all (default all)")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
     run.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing unless --publish)")
     run.add_argument("--publish", action="store_true", help="write results/<environment-id>/, the results index and the README summary")
@@ -307,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=2, help="backends run at the same time (default 2)")
     progress = run.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress bars (default: when stderr is a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
     return parser
 
 

@@ -31,7 +31,7 @@ def pytest_addoption(parser):
         "(default: LOSSPARITY_BACKEND, else numpy)",
     )
     group.addoption("--lp-mode", default="eager,compiled", help="comma-separated modes for the conformance items")
-    group.addoption("--lp-group", default="small,edge,realistic", help="comma-separated case groups for the conformance items")
+    group.addoption("--lp-group", default="small,edge,realistic,bad-input", help="comma-separated case groups for the conformance items")
     group.addoption("--lp-dtype", default=",".join(DTYPES), help="comma-separated dtypes for the conformance items")
 
 
@@ -51,13 +51,21 @@ def selected_backends(config) -> list[str]:
     return names
 
 
+def _option_list(config, option: str, valid: tuple[str, ...]) -> tuple[str, ...]:
+    values = tuple(value.strip() for value in config.getoption(option).split(",") if value.strip())
+    unknown = [value for value in values if value not in valid]
+    if unknown or not values:
+        raise pytest.UsageError(f"{option} {config.getoption(option)!r} is invalid; expected a comma-separated list of: {', '.join(valid)}")
+    return values
+
+
 def _worker(backend: str, config) -> Worker:
     if backend not in _workers:
         selection = Selection(
             losses=tuple(losses.SPECS),
-            dtypes=tuple(config.getoption("--lp-dtype").split(",")),
-            modes=tuple(config.getoption("--lp-mode").split(",")),
-            groups=tuple(config.getoption("--lp-group").split(",")),
+            dtypes=_option_list(config, "--lp-dtype", DTYPES),
+            modes=_option_list(config, "--lp-mode", ("eager", "compiled")),
+            groups=_option_list(config, "--lp-group", ("small", "edge", "realistic", "bad-input")),
         )
         _workers[backend] = Worker.load(backend, selection)
     return _workers[backend]

@@ -118,8 +118,8 @@ def _override_lines() -> list[str]:
     if not OVERRIDES:
         return []
     lines = ["Tolerance overrides (every other check uses the defaults per dtype):", ""]
-    for (loss, check, dtype), tolerance in sorted(OVERRIDES.items()):
-        lines.append(f"- {loss} {check} {dtype}: {tolerance.describe()}, because {tolerance.reason}")
+    for (loss, check, dtype, pattern), tolerance in sorted(OVERRIDES.items()):
+        lines.append(f"- {loss} {check} {dtype}, cases {pattern}: {tolerance.describe()}, because {tolerance.reason}")
     return lines + [""]
 
 

@@ -7,6 +7,8 @@ reductions. Gradient atol is relative to the largest reference gradient.
 
 from __future__ import annotations
 
+import fnmatch
+
 from .compare import Tolerance
 
 VALUE = {
@@ -23,25 +25,26 @@ GRADIENT = {
     "bfloat16": Tolerance(rtol=5e-2, atol=1e-2, atol_relative_to_max=True),
 }
 
-# Overrides: (loss, check, dtype) -> Tolerance with its reason and the
-# measured error that motivated it. check is "value" or "grad".
-OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
-    ("cross_entropy", "grad", "float32"): Tolerance(
+# Overrides: (loss, check, dtype, case pattern) -> Tolerance with its reason
+# and the measured error that motivated it. check is "value" or "grad"; the
+# case pattern (fnmatch) limits the override to the cases that need it.
+OVERRIDES: dict[tuple[str, str, str, str], Tolerance] = {
+    ("cross_entropy", "grad", "float32", "llm-*"): Tolerance(
         rtol=1e-4,
         atol=1e-5,
         atol_relative_to_max=True,
         reason=(
             "every probability in a row carries the relative error of the float32 softmax normaliser, "
-            "a sum over the whole vocabulary; measured 6.0e-5 for the PyTorch mirror and 3.4e-5 for the "
+            "a sum over the whole vocabulary (32000 and 128256 classes in the llm-* cases); measured 6.0e-5 for the PyTorch mirror and 3.4e-5 for the "
             "TensorFlow mirror (XLA) on llm-128-vocab-128256 (V = 128256), above the default rtol of 1e-5"
         ),
     ),
 }
 
 
-def tolerance_for(loss: str, check: str, dtype: str) -> Tolerance:
+def tolerance_for(loss: str, check: str, dtype: str, case: str = "") -> Tolerance:
     kind = "value" if check == "value" else "grad"
-    override = OVERRIDES.get((loss, kind, dtype))
-    if override is not None:
-        return override
+    for (override_loss, override_kind, override_dtype, pattern), override in OVERRIDES.items():
+        if (override_loss, override_kind, override_dtype) == (loss, kind, dtype) and fnmatch.fnmatchcase(case, pattern):
+            return override
     return VALUE[dtype] if kind == "value" else GRADIENT[dtype]

@@ -144,6 +144,8 @@ def validate_cross_entropy(
     if num_classes < 1:
         raise ValueError(f"logits has shape {format_shape(logits.shape)}; expected at least one class on the last axis")
     require_integer_option("ignore_index", ignore_index)
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index={ignore_index} is invalid; expected a value that fits in int64")
     require_number_in("label_smoothing", label_smoothing, 0.0, 1.0)
     require_number_in("z_loss", z_loss, 0.0, float("inf"), high_inclusive=False)
     require_choice("reduction", reduction, REDUCTIONS)

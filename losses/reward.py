@@ -59,7 +59,9 @@ def bradley_terry_loss(
     offset = 0.0 if margin is None else as_float64(margin)
 
     difference = chosen - rejected - offset
-    per_pair = softplus(-difference) + center_coefficient * (chosen + rejected) ** 2
+    per_pair = softplus(-difference)
+    if center_coefficient:  # Skipped at 0, so infinite rewards do not give 0 * inf.
+        per_pair = per_pair + center_coefficient * (chosen + rejected) ** 2
 
     return reduce(per_pair, reduction)
 
@@ -85,7 +87,7 @@ def bradley_terry_loss_grad(
     difference = chosen - rejected - offset
     scale = reduction_scale(cotangent, reduction, chosen.shape)
     push = sigmoid(-difference)
-    centering = 2.0 * center_coefficient * (chosen + rejected)
+    centering = 2.0 * center_coefficient * (chosen + rejected) if center_coefficient else 0.0
     return {
         "chosen_rewards": (centering - push) * scale,
         "rejected_rewards": (centering + push) * scale,

@@ -121,7 +121,7 @@ def test_run_numpy_json():
 
 def test_run_wrong_backend_fails():
     result = run_lossparity(
-        "run", "--backend", "wrong", "--dtype", "float64", "--mode", "eager", "--group", "small",
+        "run", "--backend", "wrong", "--dtype", "float64", "--mode", "eager", "--group", "small,bad-input",
         "--format", "json", "--no-progress",
         extra_backends="wrong=tests.wrong_backend",
     )

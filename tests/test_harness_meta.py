@@ -19,7 +19,7 @@ EXTRA_BACKENDS = "wrong=tests.wrong_backend,faults=tests.fault_backend"
 
 # float64 and eager only, because the defects are far outside float64's tolerance
 # and torch.compile would add minutes without testing the harness further.
-SELECTION = Selection(losses=tuple(losses.SPECS), dtypes=("float64",), modes=("eager",), groups=("small",))
+SELECTION = Selection(losses=tuple(losses.SPECS), dtypes=("float64",), modes=("eager",), groups=("small", "bad-input"))
 
 # (loss, implementation, case, check, expected status). Each wrong mirror must
 # fail the check that detects its defect and pass the others on the same case.

@@ -61,6 +61,9 @@ def cross_entropy(
             require_nonnegative_weight(float(values.min()), float(values.max()))
 
     if target_kind == "index":
+        # Compare in the widest integer dtype JAX allows (int64 with jax_enable_x64):
+        # ignore_index would wrap around in a narrower one.
+        targets = targets.astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
         counted = targets != ignore_index
         values = concrete(targets)
         if values is not None:

@@ -58,7 +58,9 @@ def cross_entropy(
             require_nonnegative_weight(float(tf.reduce_min(class_weight)), float(tf.reduce_max(class_weight)))
 
     if target_kind == "index":
-        counted = tf.not_equal(targets, tf.cast(ignore_index, targets.dtype))
+        # Compare in int64: ignore_index would wrap around in a narrower integer dtype.
+        targets = tf.cast(targets, tf.int64)
+        counted = tf.not_equal(targets, tf.constant(ignore_index, tf.int64))
         if eager():
             kept = tf.boolean_mask(tf.reshape(targets, [-1]), tf.reshape(counted, [-1]))
             has_kept = int(tf.size(kept)) > 0

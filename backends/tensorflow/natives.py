@@ -97,6 +97,7 @@ KERAS_FLOATX = Difference(
     "Keras losses cast their inputs to keras.config.floatx() (float32 by default) unless given a dtype, "
     "so float64 inputs get float32 accuracy.",
     lambda inputs, options, dtype: dtype == "float64",
+    within="float32",
 )
 
 

@@ -56,6 +56,8 @@ def cross_entropy(
         require_nonnegative_weight(float(class_weight.min()), float(class_weight.max()))
 
     if target_kind == "index":
+        # Compare in int64: ignore_index would wrap around in a narrower integer dtype.
+        targets = targets.long()
         counted = targets != ignore_index
         if eager():
             kept = targets[counted]

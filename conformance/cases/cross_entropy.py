@@ -91,6 +91,11 @@ def _ignored_rows_nonfinite(rng):
     return {"logits": logits, "targets": targets, "weight": None}, {"label_smoothing": 0.1, "z_loss": 1e-3}
 
 
+def _ignored_rows_nonfinite_plain(rng):
+    inputs, options = _ignored_rows_nonfinite(rng)
+    return inputs, {"label_smoothing": 0.1}
+
+
 def _llm_padded(rng):
     # A batch of 4 sequences of 512 tokens over a 32000-token vocabulary; each
     # sequence ends in right padding marked with ignore_index.
@@ -134,6 +139,7 @@ CASES = [
     Case("empty-batch-mean", "edge", _empty("mean")),
     Case("empty-batch-sum", "edge", _empty("sum")),
     Case("ignored-rows-nonfinite", "edge", _ignored_rows_nonfinite, compiled=True),
+    Case("ignored-rows-nonfinite-no-z-loss", "edge", _ignored_rows_nonfinite_plain),
     Case("llm-4x512-vocab-32000", "realistic", _llm_padded),
     Case("llm-128-vocab-128256", "realistic", _llm_large_vocab, compiled=True),
 ]
@@ -163,6 +169,8 @@ ERROR_CASES = [
     ErrorCase("weight-wrong-shape", _bad(weight=np.ones(3)), ValueError, ("weight", "(3,)", "(4,)")),
     ErrorCase("negative-weight", _bad(weight=np.array([1.0, -1.0, 1.0, 1.0])), ValueError, ("weight", "-1")),
 ]
-ERROR_CASES.append(
-    ErrorCase("infinite-weight", _bad(weight=np.array([1.0, np.inf, 1.0, 1.0])), ValueError, ("weight", "inf"))
-)
+ERROR_CASES += [
+    ErrorCase("infinite-weight", _bad(weight=np.array([1.0, np.inf, 1.0, 1.0])), ValueError, ("weight", "inf")),
+    ErrorCase("ignore-index-beyond-int64", _bad(ignore_index=2**70), ValueError, ("ignore_index", str(2**70))),
+    ErrorCase("float-ignore-index", _bad(ignore_index=-100.0), TypeError, ("ignore_index", "-100.0")),
+]
