@@ -34,10 +34,13 @@ class UsageError(Exception):
 
 
 def _split(values: list[str] | None) -> list[str]:
-    """Accept both repeated flags and comma-separated lists."""
+    """Accept both repeated flags and comma-separated lists; an option given with no name is an error."""
     items = []
     for value in values or []:
-        items += [item.strip() for item in value.split(",") if item.strip()]
+        names = [item.strip() for item in value.split(",") if item.strip()]
+        if not names:
+            raise UsageError(f"an option was given the empty value {value!r}; expected one or more names, or all")
+        items += names
     return items
 
 
@@ -254,8 +257,13 @@ def command_run(args) -> int:
             report.update_readme_summary(PROJECT_ROOT / "README.md", document, link)
 
     if args.format == "json":
-        json.dump(document, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        try:
+            json.dump(document, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (as "| head" does); that is not an error of the run.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
         _print_summary(document, result, out_dir if (args.out or args.publish) else None)
 
@@ -340,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # TensorFlow's C++ start-up messages would bury the output of list and explain.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"list": command_list, "explain": command_explain, "run": command_run}
     try:
