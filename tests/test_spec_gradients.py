@@ -174,6 +174,10 @@ def test_mse_grad_central_difference(shape, reduction):
 def test_every_spec_has_gradient_test():
     # A newly registered loss must get a central-difference test here too.
     covered = {"cross_entropy", "bradley_terry_loss", "mse"}
+    # The ranking and preference families have their central-difference tests
+    # in test_spec_ranking.py and test_spec_preference.py.
+    covered |= {"ranking_loss", "ranking_loss_pooled", "plackett_luce_loss", "sequence_alignment_loss"}
+    covered |= {"sequence_logps", "dpo_loss", "simpo_loss", "orpo_loss", "kto_loss"}
 
     assert set(SPECS) == covered
 
