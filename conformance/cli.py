@@ -81,6 +81,9 @@ def resolve_backends(requested: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def command_list(args) -> int:
+    from .environment import source_hash
+
+    print(f"Sources SHA-256 (compare with a results table's): {source_hash()}\n")
     print("Losses (spec in losses/):")
     for name, spec in losses.SPECS.items():
         print(f"  {name}: {spec.summary}")
