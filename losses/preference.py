@@ -354,8 +354,9 @@ def orpo_loss(chosen_avg_logps, rejected_avg_logps, chosen_nll, *, lam: float = 
         chosen_avg_logps: floating array of any shape, usually (B,): a_c, the
             average log-probability of each chosen completion. Every value must
             be < 0, because logodds diverges at a = 0 (p = 1). A value >= 0
-            raises ValueError. The mirrors check this only in eager mode,
-            and under compilation such a value gives a NaN or infinite loss.
+            raises ValueError. The mirrors check this only in eager mode.
+            Under compilation a value of exactly 0 gives a finite loss with a
+            NaN gradient, and a positive value gives a NaN loss.
         rejected_avg_logps: the same for the rejected completions, a_r, also < 0.
         chosen_nll: floating array of the same shape: the supervised
             negative log-likelihood of each chosen completion. It is usually
@@ -410,7 +411,8 @@ def _kto_terms(policy_logps, reference_logps, desirable, kl_estimate, beta, desi
         undesirable_weight=undesirable_weight,
     )
     ratio = as_float64(policy_logps) - as_float64(reference_logps)
-    baseline = max(0.0, float(as_float64(kl_estimate)))
+    # np.maximum keeps a NaN estimate NaN, as the frameworks' maximum and clamp do.
+    baseline = float(np.maximum(0.0, as_float64(kl_estimate)))
     return beta * (ratio - baseline), np.asarray(desirable, dtype=bool)
 
 

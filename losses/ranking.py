@@ -337,7 +337,14 @@ def sequence_alignment_loss(scores, alignment, *, mask=None, temperature=1.0, re
     Returns:
         float64 array: per-position losses, or a 0-d array for "sum" and "mean".
         A gold position whose cost is +inf is outside the loss's domain: its
-        loss is +inf, or NaN when every position of the row is +inf.
+        loss is +inf, or NaN when every position of the row is +inf, and its
+        gradient is undefined (the spec and the mirrors differ there).
+
+    NOTE: a cost of -inf at a valid position is unsupported: the spec returns
+    +inf when it is not the gold position, and the mirrors return NaN.
+    The mirrors check the alignment and the temperature only in eager mode;
+    under compilation an index at a padded position gives +inf and a
+    non-positive temperature is not detected.
     """
     per_position, *_ = _prepare_alignment(scores, alignment, mask, temperature, reduction)
     return reduce(per_position, reduction)
