@@ -8,6 +8,7 @@ differentiate it numerically, one input element at a time.
 import numpy as np
 import pytest
 
+from tests.finite_differences import STEP, central_difference
 from losses import (
     SPECS,
     bradley_terry_loss,
@@ -18,7 +19,6 @@ from losses import (
     mse_grad,
 )
 
-STEP = 1e-6
 RTOL = 1e-6
 # Central differences of an O(1) objective carry about 1e-16 / STEP = 1e-10 of
 # rounding error, so entries near zero are compared with this absolute slack.
@@ -26,30 +26,7 @@ ATOL = 1e-8
 REDUCTIONS = ("none", "sum", "mean")
 
 
-def objective(loss_fn, inputs, options, cotangent):
-    """Return sum(cotangent * loss) as a Python float."""
-    return float(np.sum(cotangent * loss_fn(**inputs, **options)))
 
-
-def central_difference(loss_fn, inputs, name, options, cotangent):
-    """Return the numerical gradient of the objective with respect to inputs[name]."""
-    base = inputs[name]
-    gradient = np.zeros_like(base)
-    for index in np.ndindex(base.shape):
-        shifted = dict(inputs)
-
-        plus = base.copy()
-        plus[index] += STEP
-        shifted[name] = plus
-        upper = objective(loss_fn, shifted, options, cotangent)
-
-        minus = base.copy()
-        minus[index] -= STEP
-        shifted[name] = minus
-        lower = objective(loss_fn, shifted, options, cotangent)
-
-        gradient[index] = (upper - lower) / (2 * STEP)
-    return gradient
 
 
 def make_cotangent(rng, loss_fn, inputs, options):

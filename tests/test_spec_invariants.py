@@ -252,8 +252,7 @@ CE_ERRORS = [
     ("weight-int", {"weight": np.ones(3, dtype=np.int64)}, TypeError, r"weight has dtype int64"),
     ("weight-negative", {"weight": np.array([1.0, -0.5, 1.0])}, ValueError, r"weight contains -0\.5"),
     ("weight-nan", {"weight": np.array([1.0, np.nan, 1.0])}, ValueError, r"weight contains nan"),
-    # NOTE: this case fails against the current spec. The weight check only tests the
-    # minimum, so +inf passes although its message asks for finite weights, and the loss turns NaN.
+    # An infinite weight would turn every row NaN through 0 * inf in the smoothing term.
     ("weight-inf", {"weight": np.array([1.0, np.inf, 1.0])}, ValueError, r"weight contains inf"),
 ]
 

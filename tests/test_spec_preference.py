@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.finite_differences import STEP, central_difference
 from losses import (
     SPECS,
     bradley_terry_loss,
@@ -29,7 +30,6 @@ from losses.preference import log1mexp
 REL = 1e-12
 LN2 = math.log(2.0)
 
-STEP = 1e-6
 GRAD_RTOL = 1e-6
 # Central differences of an O(1) objective carry about 1e-16 / STEP = 1e-10 of
 # rounding error, so entries near zero are compared with this absolute slack.
@@ -49,28 +49,7 @@ def sigmoid(x):
 # Central differences --------------------------------------------------------
 
 
-def objective(loss_fn, inputs, options, cotangent):
-    """Return sum(cotangent * loss) as a Python float."""
-    return float(np.sum(cotangent * loss_fn(**inputs, **options)))
 
-
-def central_difference(loss_fn, inputs, name, options, cotangent):
-    base = inputs[name]
-    gradient = np.zeros_like(base)
-    for index in np.ndindex(base.shape):
-        shifted = dict(inputs)
-        plus = base.copy()
-        plus[index] += STEP
-        shifted[name] = plus
-        upper = objective(loss_fn, shifted, options, cotangent)
-
-        minus = base.copy()
-        minus[index] -= STEP
-        shifted[name] = minus
-        lower = objective(loss_fn, shifted, options, cotangent)
-
-        gradient[index] = (upper - lower) / (2 * STEP)
-    return gradient
 
 
 def check_gradient(loss_name, inputs, options, seed):

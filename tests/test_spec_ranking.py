@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.finite_differences import STEP, central_difference
 from losses import (
     bradley_terry_loss,
     bradley_terry_loss_grad,
@@ -25,7 +26,6 @@ from losses import (
 )
 
 REL = 1e-12
-STEP = 1e-6
 GRAD_RTOL = 1e-6
 # Central differences of an O(1) objective carry about 1e-16 / STEP = 1e-10 of
 # rounding error, so entries near zero are compared with this absolute slack.
@@ -43,19 +43,6 @@ def pair_loss(better, worse):
     return softplus(-(better - worse))
 
 
-def central_difference(loss_fn, inputs, name, options, cotangent):
-    """Return the numerical gradient of sum(cotangent * loss) with respect to inputs[name]."""
-    base = np.asarray(inputs[name], dtype=np.float64)
-    gradient = np.zeros_like(base)
-    for index in np.ndindex(base.shape):
-        values = []
-        for step in (STEP, -STEP):
-            shifted = base.copy()
-            shifted[index] += step
-            loss = loss_fn(**{**inputs, name: shifted}, **options)
-            values.append(float(np.sum(cotangent * loss)))
-        gradient[index] = (values[0] - values[1]) / (2 * STEP)
-    return gradient
 
 
 def check_gradient(loss_fn, grad_fn, inputs, options, differentiable, seed=0):
