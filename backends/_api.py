@@ -30,9 +30,9 @@ class Difference:
 
     ``applies(inputs, options, dtype)`` returns whether a case, in the tested
     dtype, exercises the difference. A check that fails on such a case is
-    reported as a documented difference, unless ``within`` is set: then the
-    difference excuses only errors inside that dtype's default tolerance (for
-    example "float32" for a built-in that computes in float32), and a larger
+    reported as a documented difference. When ``within`` names a dtype (for
+    example "float32" for a built-in that computes in float32), the difference
+    excuses only errors inside that dtype's default tolerance, and a larger
     error is still a failure. A check that passes is a pass.
     """
 

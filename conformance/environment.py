@@ -15,7 +15,7 @@ PACKAGES = ("numpy", "ml_dtypes", "torch", "tensorflow-cpu", "tensorflow", "kera
 
 
 def environment_id(device: str) -> str:
-    """A folder name for results of this kind of machine, such as linux-x86_64-cpu-2cores."""
+    """Return the results folder name for this kind of machine, such as linux-x86_64-cpu-2cores."""
     return f"{platform.system().lower()}-{platform.machine()}-{device}-{os.cpu_count()}cores"
 
 
@@ -53,7 +53,7 @@ def git_commit() -> str:
 
 
 def source_hash() -> str:
-    """SHA-256 over the spec, backend and harness sources, so a stale table can be told."""
+    """Return the SHA-256 of the spec, backend and harness sources, so a stale table can be recognised."""
     digest = hashlib.sha256()
     for folder in SOURCE_FOLDERS:
         for path in sorted((PROJECT_ROOT / folder).rglob("*")):

@@ -1,7 +1,7 @@
 """pytest plugin: the conformance cases of one backend as test items.
 
 ``pytest --backend jax`` (or LOSSPARITY_BACKEND=jax) runs, in the pytest
-process, every case the CLI would run for that backend; a test that asks for
+process, every case the CLI would run for that backend. A test that requests
 the ``lossparity_unit`` fixture gets one item per unit. ``--backend all`` runs
 every installed backend in the same process. The default is numpy, which
 checks the harness itself and needs no framework.

@@ -1,9 +1,9 @@
 """Input validation shared by the spec and every mirror.
 
-The checks take plain Python facts (shapes as tuples, dtype names, option
-values, the minimum and maximum of a label tensor) rather than arrays, so the
-NumPy spec and the PyTorch, TensorFlow and JAX mirrors raise the same exception
-type with the same message for the same bad input.
+The checks take plain Python facts rather than arrays: shapes as tuples, dtype
+names, option values, the minimum and maximum of a label tensor. So the NumPy
+spec and the PyTorch, TensorFlow and JAX mirrors raise the same exception type
+with the same message for the same bad input.
 """
 
 from __future__ import annotations

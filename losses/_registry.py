@@ -10,9 +10,9 @@ from typing import Callable
 class LossSpec:
     """One spec loss: its functions and which of its tensor arguments carry gradients.
 
-    ``tensor_args`` lists every argument that takes an array, in call order;
-    those in ``differentiable`` get a gradient when they are floating point,
-    and every other floating tensor argument must get zero gradient (or none)
+    ``tensor_args`` lists every argument that takes an array, in call order.
+    Those in ``differentiable`` get a gradient when they are floating point.
+    Every other floating tensor argument must get zero gradient (or none)
     from every implementation.
     """
 

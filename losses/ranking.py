@@ -342,8 +342,8 @@ def sequence_alignment_loss(scores, alignment, *, mask=None, temperature=1.0, re
 
     NOTE: a cost of -inf at a valid position is unsupported: the spec returns
     +inf when it is not the gold position, and the mirrors return NaN.
-    The mirrors check the alignment and the temperature only in eager mode;
-    under compilation an index at a padded position gives +inf and a
+    The mirrors check the alignment and the temperature only in eager mode.
+    Under compilation an index at a padded position gives +inf, and a
     non-positive temperature is not detected.
     """
     per_position, *_ = _prepare_alignment(scores, alignment, mask, temperature, reduction)

@@ -13,7 +13,7 @@ def _lists(name, *, lists, items, masked=False, low=1, scale=1.0, group="small",
         scores = ranked_rewards(rng, lists, items, scale)
         mask = prefix_mask(rng, lists, items, low) if masked else None
         if masked:
-            # Padding holds junk that no implementation may read.
+            # Padded positions contain junk values that no implementation may read.
             scores = np.where(mask, scores, rng.choice([np.nan, np.inf, -np.inf, 1e4], size=scores.shape))
         return {"scores": scores, "mask": mask}, {}
 

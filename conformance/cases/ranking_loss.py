@@ -28,7 +28,7 @@ def _batch(name, *, prompts, completions, masked=False, low=2, scale=1.0, group=
         rewards = ranked_rewards(rng, prompts, completions, scale)
         mask = prefix_mask(rng, prompts, completions, low) if masked else None
         if masked:
-            # Padding holds junk that no implementation may read.
+            # Padded positions contain junk values that no implementation may read.
             rewards = np.where(mask, rewards, rng.choice([np.nan, np.inf, -np.inf, 1e4], size=rewards.shape))
         return {"rewards": rewards, "mask": mask}, {}
 

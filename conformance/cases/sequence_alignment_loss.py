@@ -29,7 +29,7 @@ def embedding_costs(rng, batch, sources, targets, lengths=None, width=16, noise=
 
 
 def _alignment(name, *, shape, padded=False, temperature=None, reduction="sum", junk=np.nan, group="small", compiled=False):
-    """A case on embedding costs. temperature: None for the default, a float for an option, or ("array", value)."""
+    """Build a case on embedding costs; temperature is None (the default), a float option, or ("array", value)."""
     batch, sources, targets = shape
 
     def build(rng):
