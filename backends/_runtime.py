@@ -53,6 +53,10 @@ class BaseRuntime:
     def to_numpy(self, tensor) -> np.ndarray:
         raise NotImplementedError
 
+    def stack(self, values):
+        """Stack the outputs of a loss that returns a tuple on a new leading axis."""
+        raise NotImplementedError
+
     def value_and_vjp(self, function: Callable, float_names: tuple[str, ...]) -> Callable:
         """Build f(float_tensors, other_tensors, cotangent) -> (value, gradients tuple).
 
@@ -73,7 +77,10 @@ class BaseRuntime:
         def call(tensors: dict):
             positional = [tensors[name] for name in tensor_args[:positional_count]]
             keywords = {name: tensors.get(name) for name in tensor_args[positional_count:] if name in tensors}
-            return implementation.function(*positional, **keywords, **options)
+            result = implementation.function(*positional, **keywords, **options)
+            if isinstance(result, (tuple, list)):
+                result = self.stack(tuple(result))
+            return result
 
         return call
 

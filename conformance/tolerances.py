@@ -47,7 +47,7 @@ OVERRIDES: dict[tuple[str, str, str, str], Tolerance] = {
 # terms fails it. Scaling atol by the size of the cancelling terms would need a
 # per-loss scale, which the spec does not provide yet.
 def tolerance_for(loss: str, check: str, dtype: str, case: str = "") -> Tolerance:
-    kind = "value" if check == "value" else "grad"
+    kind = "value" if check.split(":")[0] == "value" else "grad"
     for (override_loss, override_kind, override_dtype, pattern), override in OVERRIDES.items():
         if (override_loss, override_kind, override_dtype) == (loss, kind, dtype) and fnmatch.fnmatchcase(case, pattern):
             return override

@@ -206,7 +206,10 @@ class Worker:
             return [self._record(unit, "value", "error", detail=detail[:2000])]
         self.compile_seconds += evaluation.compile_seconds
         records = []
-        checks = [("value", evaluation.value, reference.value)]
+        if spec.outputs:
+            checks = [(f"value:{name}", evaluation.value[index], reference.value[index]) for index, name in enumerate(spec.outputs)]
+        else:
+            checks = [("value", evaluation.value, reference.value)]
         for name in spec.differentiable:
             if name in evaluation.gradients:
                 checks.append((f"grad:{name}", evaluation.gradients[name], reference.gradients.get(name)))

@@ -14,6 +14,11 @@ class LossSpec:
     Those in ``differentiable`` get a gradient when they are floating point.
     Every other floating tensor argument must get zero gradient (or none)
     from every implementation.
+
+    ``outputs`` names the arrays of a function that returns a tuple of
+    same-shaped arrays (``gae`` returns advantages and returns). The harness
+    stacks them on a new leading axis and compares each one as
+    ``value:<name>``. It is empty for a function that returns one array.
     """
 
     name: str
@@ -22,6 +27,7 @@ class LossSpec:
     tensor_args: tuple[str, ...]
     differentiable: tuple[str, ...]
     summary: str
+    outputs: tuple[str, ...] = ()
 
     @property
     def positional_args(self) -> tuple[str, ...]:

@@ -54,6 +54,9 @@ class Runtime(BaseRuntime):
     def to_numpy(self, tensor) -> np.ndarray:
         return np.asarray(tensor).astype(np.float64)
 
+    def stack(self, values):
+        return jnp.stack(values)
+
     def value_and_vjp(self, function, float_names):
         def step(float_tensors, other_tensors, cotangent):
             def loss(*floats):

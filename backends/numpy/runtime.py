@@ -32,7 +32,7 @@ class Runtime(BaseRuntime):
 
         spec = losses.SPECS[implementation.loss]
         present = {name: array for name, array in inputs.items() if array is not None}
-        value = spec.function(**present, **options)
+        value = np.asarray(spec.function(**present, **options))
         gradients = spec.gradient(**present, **options, cotangent=cotangent)
         float_names = [name for name in tensor_args if name in present and present[name].dtype.kind == "f"]
         return Evaluation(

@@ -45,6 +45,9 @@ class Runtime(BaseRuntime):
     def to_numpy(self, tensor) -> np.ndarray:
         return tf.cast(tensor, tf.float64).numpy()
 
+    def stack(self, values):
+        return tf.stack(values)
+
     def value_and_vjp(self, function, float_names):
         def step(float_tensors, other_tensors, cotangent):
             with tf.device(self.device_name):

@@ -1,6 +1,9 @@
 """PyTorch mirrors of the spec, with the same names and signatures as ``losses``."""
 
+from .advantages import *  # noqa: F401,F403
 from .classification import cross_entropy, mse  # noqa: F401
+from .ctc import *  # noqa: F401,F403
+from .policy import *  # noqa: F401,F403
 from .preference import *  # noqa: F401,F403
 from .ranking import *  # noqa: F401,F403
 from .reward import bradley_terry_loss  # noqa: F401
@@ -11,11 +14,11 @@ def implementations():
     import losses
 
     from .._api import Implementation
-    from .natives import NATIVES
+    from . import ctc, natives
 
     mirrors = tuple(
         Implementation(loss=name, name="lossparity", kind="mirror", function=globals()[name], validates=True)
         for name in losses.SPECS
         if name in globals()
     )
-    return mirrors + NATIVES
+    return mirrors + natives.NATIVES + ctc.NATIVES

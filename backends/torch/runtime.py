@@ -57,6 +57,9 @@ class Runtime(BaseRuntime):
     def to_numpy(self, tensor) -> np.ndarray:
         return tensor.detach().to("cpu", torch.float64).numpy()
 
+    def stack(self, values):
+        return torch.stack(values)
+
     def value_and_vjp(self, function, float_names):
         def step(float_tensors, other_tensors, cotangent):
             leaves = tuple(tensor.detach().requires_grad_(True) for tensor in float_tensors)

@@ -1,0 +1,5 @@
+"""PyTorch mirrors of the spec's advantages losses."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,7 @@
+"""PyTorch mirrors of the spec's ctc losses."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
+
+NATIVES: tuple = ()
