@@ -159,3 +159,18 @@ def test_run_out_writes_reports(tmp_path):
     assert "## mse" in markdown, f"conformance.md has no mse section:\n{markdown[:2000]}"
     leftovers = sorted(p.name for p in out.glob("*.tmp"))
     assert not leftovers, f"temporary files left beside the reports: {leftovers}"
+
+
+def test_explain_closed_pipe_quiet():
+    # A reader that stops early (``| head -1``) must not produce a traceback.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "explain", "cross_entropy"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.readline()
+    process.stdout.close()
+    _, errors = process.communicate(timeout=COMMAND_TIMEOUT_SECONDS)
+    assert b"Traceback" not in errors, errors.decode()
+    assert process.returncode in (0, 141)
