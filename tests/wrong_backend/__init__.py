@@ -88,6 +88,36 @@ def mse_broadcasting(predictions, targets, *, reduction="mean"):
     return _reduce(squared, reduction, torch.tensor(squared.numel()))
 
 
+def _gae_loop(rewards, values, mask, gamma, lam, *, detach: bool):
+    """Return per-token advantages of the spec's GAE, skipping masked tokens; inputs detached or not."""
+    if detach:
+        rewards, values = rewards.detach(), values.detach()
+    zero = torch.zeros((), dtype=rewards.dtype)
+    rewards = torch.where(mask, rewards, zero)
+    values = torch.where(mask, values, zero)
+    next_value = torch.zeros(rewards.shape[0], dtype=rewards.dtype)
+    next_advantage = torch.zeros_like(next_value)
+    columns = []
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        advantage = rewards[:, t] + gamma * next_value - values[:, t] + gamma * lam * next_advantage
+        columns.append(torch.where(mask[:, t], advantage, zero))
+        next_value = torch.where(mask[:, t], values[:, t], next_value)
+        next_advantage = torch.where(mask[:, t], advantage, next_advantage)
+    return torch.stack(columns[::-1], dim=1), values
+
+
+def gae_not_detached(rewards, values, mask, *, gamma=1.0, lam=0.95):
+    """Defect: right values, but the inputs are not detached, so gradients reach rewards and values."""
+    advantages, values = _gae_loop(rewards, values, mask, gamma, lam, detach=False)
+    return advantages, torch.where(mask, advantages + values, torch.zeros_like(values))
+
+
+def gae_returns_unmasked(rewards, values, mask, *, gamma=1.0, lam=0.95):
+    """Defect: returns are A + V at masked tokens too, where the spec has 0."""
+    advantages, _ = _gae_loop(rewards, values, mask, gamma, lam, detach=True)
+    return advantages, advantages + values.detach()
+
+
 def _integer_targets_without_weight_or_z_loss(inputs, options) -> str | None:
     """Limit the cross-entropy mirrors to what they implement."""
     if inputs["targets"].dtype.kind == "f":
@@ -118,4 +148,6 @@ def implementations():
     ) + (
         Implementation(loss="bradley_terry_loss", name="margin-not-detached", kind="mirror", function=bradley_terry_margin_not_detached),
         Implementation(loss="mse", name="broadcasts-mismatched-shapes", kind="mirror", function=mse_broadcasting, validates=True),
+        Implementation(loss="gae", name="inputs-not-detached", kind="mirror", function=gae_not_detached),
+        Implementation(loss="gae", name="returns-at-masked-tokens", kind="mirror", function=gae_returns_unmasked),
     )
