@@ -118,6 +118,36 @@ def gae_returns_unmasked(rewards, values, mask, *, gamma=1.0, lam=0.95):
     return advantages, advantages + values.detach()
 
 
+def _ppo_token_mean(logps, old_logps, advantages, mask, clip_low, clip_high, *, pessimistic: bool):
+    """Return the token-mean PPO loss; pessimistic=False takes the min of the two terms instead of the max."""
+    zero = torch.zeros((), dtype=logps.dtype)
+    ratio = torch.exp(torch.where(mask, logps - old_logps.detach(), zero))
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    per_token = torch.maximum(unclipped, clipped) if pessimistic else torch.minimum(unclipped, clipped)
+    per_token = torch.where(mask, per_token, zero)
+    return per_token.sum() / torch.clamp(mask.sum(), min=1)
+
+
+def ppo_min_instead_of_max(logps, old_logps, advantages, mask, *, clip_low=0.2, clip_high=0.2, dual_clip=None, aggregation="token-mean"):
+    """Defect: the sign error of taking min(-A r, -A clip(r)), which drops the clip's pessimism."""
+    return _ppo_token_mean(logps, old_logps, advantages.detach(), mask, clip_low, clip_high, pessimistic=False)
+
+
+def ppo_advantages_not_detached(logps, old_logps, advantages, mask, *, clip_low=0.2, clip_high=0.2, dual_clip=None, aggregation="token-mean"):
+    """Defect: right values, but advantages stay in the graph and get a gradient."""
+    return _ppo_token_mean(logps, old_logps, advantages, mask, clip_low, clip_high, pessimistic=True)
+
+
+def _token_mean_without_dual_clip(inputs, options) -> str | None:
+    """Limit the PPO mirrors to what they implement."""
+    if options.get("aggregation", "token-mean") != "token-mean" or options.get("dual_clip") is not None:
+        return "this test mirror has only the token-mean aggregation and no dual clip"
+    if inputs["advantages"].shape != inputs["mask"].shape:
+        return "this test mirror takes one advantage per token only"
+    return None
+
+
 def _integer_targets_without_weight_or_z_loss(inputs, options) -> str | None:
     """Limit the cross-entropy mirrors to what they implement."""
     if inputs["targets"].dtype.kind == "f":
@@ -148,6 +178,16 @@ def implementations():
     ) + (
         Implementation(loss="bradley_terry_loss", name="margin-not-detached", kind="mirror", function=bradley_terry_margin_not_detached),
         Implementation(loss="mse", name="broadcasts-mismatched-shapes", kind="mirror", function=mse_broadcasting, validates=True),
+        Implementation(
+            loss="ppo_policy_loss", name="min-instead-of-max", kind="mirror", function=ppo_min_instead_of_max, unsupported=_token_mean_without_dual_clip
+        ),
+        Implementation(
+            loss="ppo_policy_loss",
+            name="advantages-not-detached",
+            kind="mirror",
+            function=ppo_advantages_not_detached,
+            unsupported=_token_mean_without_dual_clip,
+        ),
         Implementation(loss="gae", name="inputs-not-detached", kind="mirror", function=gae_not_detached),
         Implementation(loss="gae", name="returns-at-masked-tokens", kind="mirror", function=gae_returns_unmasked),
     )
