@@ -155,6 +155,11 @@ def test_every_spec_has_gradient_test():
     # in test_spec_ranking.py and test_spec_preference.py.
     covered |= {"ranking_loss", "ranking_loss_pooled", "plackett_luce_loss", "sequence_alignment_loss"}
     covered |= {"sequence_logps", "dpo_loss", "simpo_loss", "orpo_loss", "kto_loss"}
+    # The token, CTC and policy losses are checked in test_spec_token_losses.py,
+    # test_spec_ctc.py and test_spec_policy.py. gae and grpo_advantages carry no
+    # gradient, and test_spec_advantages.py checks that their gradient is empty.
+    covered |= {"causal_lm_cross_entropy", "kl_divergence", "binary_cross_entropy_with_logits", "ctc_loss"}
+    covered |= {"ppo_policy_loss", "value_loss", "kl_penalty", "entropy_from_logits", "gae", "grpo_advantages"}
 
     assert set(SPECS) == covered
 

@@ -1,7 +1,7 @@
 """JAX mirrors of the spec, with the same names and signatures as ``losses``."""
 
 from .advantages import *  # noqa: F401,F403
-from .classification import cross_entropy, mse  # noqa: F401
+from .classification import binary_cross_entropy_with_logits, causal_lm_cross_entropy, cross_entropy, kl_divergence, mse  # noqa: F401
 from .ctc import *  # noqa: F401,F403
 from .policy import *  # noqa: F401,F403
 from .preference import *  # noqa: F401,F403

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._api import Difference, Implementation, uses_any
@@ -78,5 +80,119 @@ NATIVES = (
         function=squared_error_native,
         differences=(EMPTY_MEAN_IS_NAN,),
         notes="elementwise; the adapter applies jnp.sum or jnp.mean",
+    ),
+)
+
+
+# Token-level losses ---------------------------------------------------------
+
+
+def _batchmean_of_nothing(inputs, options, dtype) -> bool:
+    return options.get("reduction", "batchmean") == "batchmean" and inputs["log_predictions"].size == 0
+
+
+def _zero_target_meets_infinite_log_prediction(inputs, options, dtype) -> bool:
+    """True when some target probability is 0 where log_predictions is -inf, the 0 * inf that the spec takes as 0."""
+    return bool(np.any((inputs["targets"] == 0) & np.isneginf(inputs["log_predictions"])))
+
+
+def _log_target_of_zero_probability(inputs, options, dtype) -> bool:
+    return bool(np.any(np.isneginf(inputs["targets"])))
+
+
+def kl_native(log_predictions, targets, *, log_target=False, reduction="batchmean"):
+    per_row = optax.kl_divergence(log_predictions, jax.lax.stop_gradient(targets))
+    return _reduce(per_row, "mean" if reduction == "batchmean" else reduction)
+
+
+def kl_log_targets_native(log_predictions, targets, *, log_target=False, reduction="batchmean"):
+    per_row = optax.losses.kl_divergence_with_log_targets(log_predictions, jax.lax.stop_gradient(targets))
+    return _reduce(per_row, "mean" if reduction == "batchmean" else reduction)
+
+
+BATCHMEAN_OF_NOTHING_IS_NAN = Difference(
+    "batchmean-of-empty-is-nan",
+    "jnp.mean of no rows is NaN; the spec returns 0.",
+    _batchmean_of_nothing,
+)
+
+
+def _mean_of_empty_logits(inputs, options, dtype) -> bool:
+    return options.get("reduction", "mean") == "mean" and inputs["logits"].size == 0
+
+
+def _zero_coefficient_at_infinite_logit(inputs, options, dtype) -> bool:
+    """True when a term's coefficient is 0 where its softplus is infinite: y = 0 at x = -inf, 1 - y = 0 at x = +inf, or w = 0."""
+    logits, targets, weight = inputs["logits"], inputs["targets"], inputs.get("weight")
+    clash = (np.isneginf(logits) & (targets == 0)) | (np.isposinf(logits) & (targets == 1))
+    if weight is not None:
+        clash |= np.isinf(logits) & (np.broadcast_to(weight, logits.shape) == 0)
+    return bool(np.any(clash))
+
+
+def sigmoid_bce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
+    per_element = optax.sigmoid_binary_cross_entropy(logits, jax.lax.stop_gradient(targets))
+    if weight is not None:
+        per_element = per_element * jax.lax.stop_gradient(weight).astype(per_element.dtype)
+    return _reduce(per_element, reduction)
+
+
+NATIVES += (
+    Implementation(
+        loss="kl_divergence",
+        name="optax.kl_divergence",
+        kind="native",
+        function=kl_native,
+        unsupported=lambda inputs, options: (
+            "the built-in takes probabilities (optax.losses.kl_divergence_with_log_targets takes log-probabilities)"
+            if options.get("log_target", False)
+            else None
+        ),
+        differences=(
+            BATCHMEAN_OF_NOTHING_IS_NAN,
+            Difference(
+                "zero-target-times-infinite-log-prediction",
+                "Where a target probability is 0 and log_predictions is -inf, optax computes 0 * inf = NaN; "
+                "the spec takes the term as 0 (0 log 0 = 0).",
+                _zero_target_meets_infinite_log_prediction,
+            ),
+        ),
+        notes="per row, with log 0 taken as 0; targets stop_gradient; the adapter applies jnp.sum or jnp.mean",
+    ),
+    Implementation(
+        loss="kl_divergence",
+        name="optax.losses.kl_divergence_with_log_targets",
+        kind="native",
+        function=kl_log_targets_native,
+        unsupported=lambda inputs, options: (
+            None if options.get("log_target", False) else "the built-in takes log-probabilities (log_target=True)"
+        ),
+        differences=(
+            BATCHMEAN_OF_NOTHING_IS_NAN,
+            Difference(
+                "log-target-of-zero-probability",
+                "optax computes exp(log p) (log p - log q), which is 0 * (-inf) = NaN for a zero probability "
+                "(log p = -inf); the spec takes the term as 0.",
+                _log_target_of_zero_probability,
+            ),
+        ),
+        notes="per row; targets stop_gradient; the adapter applies jnp.sum or jnp.mean",
+    ),
+    Implementation(
+        loss="binary_cross_entropy_with_logits",
+        name="optax.sigmoid_binary_cross_entropy",
+        kind="native",
+        function=sigmoid_bce_native,
+        unsupported=lambda inputs, options: uses_any(inputs, options, tensors=("pos_weight",)),
+        differences=(
+            Difference("mean-of-empty-is-nan", "jnp.mean of an empty batch is NaN; the spec returns 0.", _mean_of_empty_logits),
+            Difference(
+                "infinite-logits-give-nan",
+                "Where a logit is infinite and the target term that would be infinite has coefficient 0, optax "
+                "computes 0 * inf = NaN; the spec takes a term with a zero coefficient as 0.",
+                _zero_coefficient_at_infinite_logit,
+            ),
+        ),
+        notes="element-wise; the adapter multiplies by weight and applies jnp.sum or jnp.mean",
     ),
 )

@@ -165,3 +165,183 @@ NATIVES = (
         notes="mean is sum_over_batch_size over per-row means, which equals the spec's mean",
     ),
 )
+
+
+# Token-level losses ---------------------------------------------------------
+
+
+def _kl_probabilities(inputs, options) -> np.ndarray:
+    """Return the target probabilities p of a kl_divergence case (exp of the targets when log_target)."""
+    targets = inputs["targets"]
+    if options.get("log_target", False):
+        with np.errstate(under="ignore"):
+            return np.exp(targets)
+    return targets
+
+
+def _keras_kl_clips(inputs, options, dtype) -> bool:
+    """True when Keras' clip to [1e-7, 1] changes a target probability or a predicted one."""
+    with np.errstate(under="ignore", over="ignore"):
+        predictions = np.exp(inputs["log_predictions"])
+    probabilities = _kl_probabilities(inputs, options)
+    epsilon = keras.config.epsilon()
+    return bool(np.any((probabilities < epsilon) | (probabilities > 1) | (predictions < epsilon) | (predictions > 1)))
+
+
+KERAS_KL_REDUCTIONS = {"none": None, "sum": "sum", "batchmean": "sum_over_batch_size"}
+
+
+def keras_kl_native(log_predictions, targets, *, log_target=False, reduction="batchmean"):
+    # Keras takes probabilities and computes in float32, so half inputs are exponentiated in float32.
+    work_dtype = tf.float32 if log_predictions.dtype in (tf.float16, tf.bfloat16) else log_predictions.dtype
+    predictions = tf.exp(tf.cast(log_predictions, work_dtype))
+    probabilities = tf.stop_gradient(tf.cast(targets, work_dtype))
+    if log_target:
+        probabilities = tf.exp(probabilities)
+    loss = keras.losses.KLDivergence(reduction=KERAS_KL_REDUCTIONS[reduction])
+    return loss(probabilities, predictions)
+
+
+def _mean_of_empty_logits(inputs, options, dtype) -> bool:
+    return options.get("reduction", "mean") == "mean" and inputs["logits"].size == 0
+
+
+def _pos_weight_overflows(inputs, options, dtype) -> bool:
+    """True when (1 + (pos_weight - 1) y) * max(-x, 0), a product the built-in forms, overflows the dtype."""
+    pos_weight = inputs.get("pos_weight")
+    if pos_weight is None:
+        return False
+    logits = inputs["logits"]
+    factor = 1.0 + (np.broadcast_to(pos_weight, logits.shape) - 1.0) * inputs["targets"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        product = factor * np.maximum(-logits, 0.0)
+    return bool(np.any(np.abs(product) > float(tf.as_dtype(dtype).max)))
+
+
+def _infinite_logits(inputs, options, dtype) -> bool:
+    return bool(np.isinf(inputs["logits"]).any())
+
+
+BCE_MEAN_OF_EMPTY_IS_NAN = Difference(
+    "mean-of-empty-is-nan",
+    "tf.reduce_mean of an empty batch is NaN; the spec returns 0.",
+    _mean_of_empty_logits,
+)
+
+SIGMOID_CE_INFINITE_LOGITS = Difference(
+    "infinite-logits-give-nan",
+    "The op computes max(x, 0) - x y + log(1 + exp(-|x|)), which is NaN (inf - inf or 0 * inf) at x = +inf "
+    "for every y > 0 and at x = -inf for y = 0; the spec gives 0 where the target matches the infinite "
+    "logit and +inf elsewhere. Keras' BinaryCrossentropy calls this op.",
+    _infinite_logits,
+)
+
+WEIGHTED_CE_INFINITE_LOGITS = Difference(
+    "infinite-logits-give-nan",
+    "The op computes (1 - y) x + (1 + (pos_weight - 1) y) (log(1 + exp(-|x|)) + max(-x, 0)), which is NaN "
+    "(0 * inf or inf - inf) at x = -inf for every y and at x = +inf for y = 1; the spec gives 0 where the "
+    "target matches the infinite logit and +inf elsewhere.",
+    _infinite_logits,
+)
+
+
+def _reduce_widened(per_element, reduction):
+    """Apply the spec's reduction, summing float16 and bfloat16 losses in float32 (adapter glue).
+
+    tf.reduce_mean of float16 sums in float16, so a mean of losses near 1e4
+    overflows to inf. The glue must not add that error to the op's results.
+    """
+    if per_element.dtype not in (tf.float16, tf.bfloat16):
+        return _reduce(per_element, reduction)
+    return tf.cast(_reduce(tf.cast(per_element, tf.float32), reduction), per_element.dtype)
+
+
+def _weighted(per_element, weight):
+    """Multiply per-element losses by the optional weight (adapter glue; the ops take no weight)."""
+    if weight is None:
+        return per_element
+    return per_element * tf.stop_gradient(tf.cast(weight, per_element.dtype))
+
+
+def sigmoid_ce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
+    per_element = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.stop_gradient(targets), logits=logits)
+    return _reduce_widened(_weighted(per_element, weight), reduction)
+
+
+def weighted_ce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
+    per_element = tf.nn.weighted_cross_entropy_with_logits(
+        labels=tf.stop_gradient(targets), logits=logits, pos_weight=tf.stop_gradient(tf.cast(pos_weight, logits.dtype))
+    )
+    return _reduce_widened(_weighted(per_element, weight), reduction)
+
+
+def keras_bce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
+    # Keras averages over the last axis before reducing. A new trailing axis of
+    # size 1 makes that mean a no-op, so "none" stays element-wise and "mean"
+    # divides by the number of elements.
+    loss = keras.losses.BinaryCrossentropy(from_logits=True, reduction=KERAS_REDUCTIONS[reduction])
+    sample_weight = None if weight is None else tf.broadcast_to(tf.stop_gradient(weight), tf.shape(logits))
+    return loss(tf.stop_gradient(targets)[..., None], logits[..., None], sample_weight=sample_weight)
+
+
+NATIVES += (
+    Implementation(
+        loss="kl_divergence",
+        name="keras.losses.KLDivergence",
+        kind="native",
+        function=keras_kl_native,
+        differences=(
+            Difference(
+                "clips-probabilities",
+                "Keras clips both distributions to [1e-7, 1] (keras.config.epsilon()) before the log, so a zero "
+                "target adds 1e-7 log(1e-7 / q) instead of 0, and predictions below 1e-7 get no gradient.",
+                _keras_kl_clips,
+            ),
+            KERAS_EMPTY,
+            KERAS_FLOATX,
+        ),
+        notes="fed exp(log_predictions) and the target probabilities (exp(targets) when log_target), "
+        "in float32 for half inputs; batchmean is sum_over_batch_size over the per-row losses",
+    ),
+    Implementation(
+        loss="binary_cross_entropy_with_logits",
+        name="tf.nn.sigmoid_cross_entropy_with_logits",
+        kind="native",
+        function=sigmoid_ce_native,
+        unsupported=lambda inputs, options: uses_any(inputs, options, tensors=("pos_weight",)),
+        differences=(BCE_MEAN_OF_EMPTY_IS_NAN, SIGMOID_CE_INFINITE_LOGITS),
+        notes="element-wise op; the adapter multiplies by weight and applies reduce_sum or reduce_mean (in float32 for half inputs)",
+    ),
+    Implementation(
+        loss="binary_cross_entropy_with_logits",
+        name="tf.nn.weighted_cross_entropy_with_logits",
+        kind="native",
+        function=weighted_ce_native,
+        unsupported=lambda inputs, options: (
+            None if inputs.get("pos_weight") is not None else "run only with pos_weight (tf.nn.sigmoid_cross_entropy_with_logits covers the rest)"
+        ),
+        differences=(
+            BCE_MEAN_OF_EMPTY_IS_NAN,
+            Difference(
+                "pos-weight-overflow-near-dtype-max",
+                "The built-in forms (1 + (pos_weight - 1) y) * max(-x, 0) in the input dtype, which overflows to "
+                "inf for logits near the dtype's most negative value when that factor exceeds 1, although the "
+                "loss pos_weight * y * sp(-x) is finite; the spec's softplus form stays finite.",
+                _pos_weight_overflows,
+            ),
+            WEIGHTED_CE_INFINITE_LOGITS,
+        ),
+        notes="element-wise op with pos_weight; the adapter multiplies by weight and applies reduce_sum or reduce_mean "
+        "(in float32 for half inputs)",
+    ),
+    Implementation(
+        loss="binary_cross_entropy_with_logits",
+        name="keras.losses.BinaryCrossentropy",
+        kind="native",
+        function=keras_bce_native,
+        unsupported=lambda inputs, options: uses_any(inputs, options, tensors=("pos_weight",)),
+        differences=(SIGMOID_CE_INFINITE_LOGITS, KERAS_EMPTY, KERAS_FLOATX),
+        notes="from_logits=True on a trailing axis of size 1, so Keras' mean over the last axis keeps each element; "
+        "weight broadcast to logits' shape and passed as sample_weight; mean is sum_over_batch_size",
+    ),
+)

@@ -90,3 +90,128 @@ NATIVES = (
         notes="called as is; PyTorch broadcasts mismatched shapes with a warning, the spec raises",
     ),
 )
+
+
+# Token-level losses ---------------------------------------------------------
+
+
+def _zero_target_times_infinity(inputs, options, dtype) -> bool:
+    """True when kl_div multiplies a zero target probability by an infinite log term.
+
+    With probabilities that happens where log q = -inf. With log_target,
+    kl_div computes exp(t) (t - log q), which is 0 * (-inf) wherever t = -inf.
+    """
+    if options.get("log_target", False):
+        return bool(np.any(np.isneginf(inputs["targets"])))
+    return bool(np.any((inputs["targets"] == 0) & np.isneginf(inputs["log_predictions"])))
+
+
+def _batchmean_divides_by_first_axis(inputs, options, dtype) -> bool:
+    """True when "batchmean" divides by the first axis' size, and that is not the number of rows."""
+    shape = inputs["log_predictions"].shape
+    return options.get("reduction", "batchmean") == "batchmean" and shape[0] != int(np.prod(shape[:-1]))
+
+
+def _batchmean_of_nothing(inputs, options, dtype) -> bool:
+    return options.get("reduction", "batchmean") == "batchmean" and inputs["log_predictions"].shape[0] == 0
+
+
+def kl_div_native(log_predictions, targets, *, log_target=False, reduction="batchmean"):
+    loss = torch.nn.functional.kl_div(log_predictions, targets.detach(), reduction=reduction, log_target=log_target)
+    # kl_div's "none" is element-wise and the spec's is per row, so the adapter sums the class axis.
+    return loss.sum(dim=-1) if reduction == "none" else loss
+
+
+ZERO_TARGET_TIMES_INFINITY = Difference(
+    "zero-target-times-infinity",
+    "A zero target probability gives NaN (0 * inf) where log_predictions is -inf, and with log_target "
+    "wherever the target is -inf; the spec takes the term as 0 (0 log 0 = 0).",
+    _zero_target_times_infinity,
+)
+
+
+def _pos_weight_overflows(inputs, options, dtype) -> bool:
+    """True when (1 + (pos_weight - 1) y) * max(-x, 0), a product the built-in forms, overflows the dtype."""
+    pos_weight = inputs.get("pos_weight")
+    if pos_weight is None:
+        return False
+    logits = inputs["logits"]
+    factor = 1.0 + (np.broadcast_to(pos_weight, logits.shape) - 1.0) * inputs["targets"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        product = factor * np.maximum(-logits, 0.0)
+    return bool(np.any(np.abs(product) > float(torch.finfo(getattr(torch, dtype)).max)))
+
+
+def _infinite_logits(inputs, options, dtype) -> bool:
+    return bool(np.isinf(inputs["logits"]).any())
+
+
+def _mean_of_empty_logits(inputs, options, dtype) -> bool:
+    return options.get("reduction", "mean") == "mean" and inputs["logits"].size == 0
+
+
+def bce_with_logits_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        logits,
+        targets.detach(),
+        weight=None if weight is None else weight.detach(),
+        pos_weight=None if pos_weight is None else pos_weight.detach(),
+        reduction=reduction,
+    )
+
+
+POS_WEIGHT_OVERFLOW = Difference(
+    "pos-weight-overflow-near-dtype-max",
+    "The built-in forms (1 + (pos_weight - 1) y) * log sigma(x) in the input dtype, which overflows to inf "
+    "for logits near the dtype's most negative value when that factor exceeds 1, although the loss "
+    "pos_weight * y * sp(-x) is finite; the spec's softplus form stays finite.",
+    _pos_weight_overflows,
+)
+
+INFINITE_LOGITS = Difference(
+    "infinite-logits-give-nan",
+    "The built-in computes (1 - y) x - (1 + (pos_weight - 1) y) log sigma(x), which is NaN (0 * inf or "
+    "inf - inf) at x = -inf for every y and at x = +inf for y = 1; the spec gives 0 where the target "
+    "matches the infinite logit and +inf elsewhere.",
+    _infinite_logits,
+)
+
+NATIVES += (
+    Implementation(
+        loss="kl_divergence",
+        name="torch.nn.functional.kl_div",
+        kind="native",
+        function=kl_div_native,
+        differences=(
+            Difference(
+                "batchmean-divides-by-first-axis",
+                "PyTorch's batchmean divides the sum by input.size(0), which is the number of rows only "
+                "for rank-2 inputs; the spec divides by all rows, prod(shape[:-1]).",
+                _batchmean_divides_by_first_axis,
+            ),
+            Difference(
+                "batchmean-of-nothing-is-nan",
+                "PyTorch divides by a first axis of size 0 and returns NaN; the spec returns 0.",
+                _batchmean_of_nothing,
+            ),
+            ZERO_TARGET_TIMES_INFINITY,
+        ),
+        notes="targets detached; reduction='none' is element-wise in PyTorch, so the adapter sums the class axis",
+    ),
+    Implementation(
+        loss="binary_cross_entropy_with_logits",
+        name="torch.nn.functional.binary_cross_entropy_with_logits",
+        kind="native",
+        function=bce_with_logits_native,
+        differences=(
+            Difference(
+                "mean-of-empty-is-nan",
+                "PyTorch returns NaN for the mean of an empty input; the spec returns 0.",
+                _mean_of_empty_logits,
+            ),
+            POS_WEIGHT_OVERFLOW,
+            INFINITE_LOGITS,
+        ),
+        notes="targets, weight and pos_weight detached; weight and pos_weight broadcast as in the spec",
+    ),
+)
