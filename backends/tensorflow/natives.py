@@ -16,12 +16,17 @@ CE_EXTRAS = ("weight", "label_smoothing", "z_loss")
 
 
 def _reduce(per_example, reduction):
-    """Apply the spec's reduction to a built-in that returns per-example losses (adapter glue)."""
-    if reduction == "sum":
-        return tf.reduce_sum(per_example)
-    if reduction == "mean":
-        return tf.reduce_mean(per_example)
-    return per_example
+    """Apply the spec's reduction to a built-in's per-example losses (adapter glue).
+
+    float16 and bfloat16 losses are summed in float32: tf.reduce_mean of
+    float16 sums in float16, so a mean of losses near 1e4 would overflow to
+    inf, an error of the glue rather than of the built-in.
+    """
+    if reduction == "none":
+        return per_example
+    widened = tf.cast(per_example, tf.float32) if per_example.dtype in (tf.float16, tf.bfloat16) else per_example
+    total = tf.reduce_sum(widened) if reduction == "sum" else tf.reduce_mean(widened)
+    return tf.cast(total, per_example.dtype)
 
 
 def _index_only(inputs, options, extras=CE_EXTRAS):
@@ -245,17 +250,6 @@ WEIGHTED_CE_INFINITE_LOGITS = Difference(
 )
 
 
-def _reduce_widened(per_element, reduction):
-    """Apply the spec's reduction, summing float16 and bfloat16 losses in float32 (adapter glue).
-
-    tf.reduce_mean of float16 sums in float16, so a mean of losses near 1e4
-    overflows to inf. The glue must not add that error to the op's results.
-    """
-    if per_element.dtype not in (tf.float16, tf.bfloat16):
-        return _reduce(per_element, reduction)
-    return tf.cast(_reduce(tf.cast(per_element, tf.float32), reduction), per_element.dtype)
-
-
 def _weighted(per_element, weight):
     """Multiply per-element losses by the optional weight (adapter glue; the ops take no weight)."""
     if weight is None:
@@ -265,14 +259,14 @@ def _weighted(per_element, weight):
 
 def sigmoid_ce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
     per_element = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.stop_gradient(targets), logits=logits)
-    return _reduce_widened(_weighted(per_element, weight), reduction)
+    return _reduce(_weighted(per_element, weight), reduction)
 
 
 def weighted_ce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
     per_element = tf.nn.weighted_cross_entropy_with_logits(
         labels=tf.stop_gradient(targets), logits=logits, pos_weight=tf.stop_gradient(tf.cast(pos_weight, logits.dtype))
     )
-    return _reduce_widened(_weighted(per_element, weight), reduction)
+    return _reduce(_weighted(per_element, weight), reduction)
 
 
 def keras_bce_native(logits, targets, *, weight=None, pos_weight=None, reduction="mean"):
