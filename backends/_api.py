@@ -34,12 +34,19 @@ class Difference:
     example "float32" for a built-in that computes in float32), the difference
     excuses only errors inside that dtype's default tolerance, and a larger
     error is still a failure. A check that passes is a pass.
+
+    ``covers`` names what the difference can excuse: "value" (every value
+    check), "grad" (every gradient check) and "raises" (the built-in raising
+    an exception on the case). An exception is excused only when a difference
+    names "raises", so a broken adapter is not hidden behind a documented
+    convention.
     """
 
     name: str
     description: str
     applies: Callable[[Inputs, Options, str], bool]
     within: str | None = None
+    covers: tuple[str, ...] = ("value", "grad")
 
 
 @dataclass(frozen=True)

@@ -127,8 +127,9 @@ def test_run_wrong_backend_fails():
     )
     assert result.returncode == 1, format_result(result)
     records = json.loads(result.stdout)["records"]
-    failed = {record["implementation"] for record in records if record["status"] == "fail"}
-    implementations = {record["implementation"] for record in records}
+    failed = {record["implementation"] for record in records if record["status"] in ("fail", "error")}
+    # One broken adapter is excused on purpose: its documented difference covers raising.
+    implementations = {record["implementation"] for record in records} - {"broken-adapter-raising-difference"}
     assert failed == implementations, f"implementations with a failure: {sorted(failed)}; all: {sorted(implementations)}"
 
 

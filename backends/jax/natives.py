@@ -189,8 +189,10 @@ NATIVES += (
             Difference(
                 "infinite-logits-give-nan",
                 "Where a logit is infinite and the target term that would be infinite has coefficient 0, optax "
-                "computes 0 * inf = NaN; the spec takes a term with a zero coefficient as 0.",
+                "computes 0 * inf = NaN in the value; the spec takes a term with a zero coefficient as 0. The "
+                "gradient matches the spec.",
                 _zero_coefficient_at_infinite_logit,
+                covers=("value",),
             ),
         ),
         notes="element-wise; the adapter multiplies by weight and applies jnp.sum or jnp.mean",

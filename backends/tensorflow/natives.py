@@ -163,6 +163,8 @@ NATIVES = (
                 "Keras averages the squared errors over the last axis before reducing, so reduction='none' "
                 "returns one value per row and 'sum' is the spec's sum divided by the last axis' size.",
                 _keras_mse_averages_last_axis,
+                # With reduction="none" the per-row result cannot take the spec's per-element cotangent.
+                covers=("value", "grad", "raises"),
             ),
             KERAS_EMPTY,
             KERAS_FLOATX,
@@ -235,18 +237,20 @@ BCE_MEAN_OF_EMPTY_IS_NAN = Difference(
 
 SIGMOID_CE_INFINITE_LOGITS = Difference(
     "infinite-logits-give-nan",
-    "The op computes max(x, 0) - x y + log(1 + exp(-|x|)), which is NaN (inf - inf or 0 * inf) at x = +inf "
-    "for every y > 0 and at x = -inf for y = 0; the spec gives 0 where the target matches the infinite "
-    "logit and +inf elsewhere. Keras' BinaryCrossentropy calls this op.",
+    "The op computes max(x, 0) - x y + log(1 + exp(-|x|)), whose value is NaN (inf - inf, or 0 * inf for "
+    "y = 0) at x = +inf for every y and at x = -inf for y = 0; the spec gives 0 where the target matches the "
+    "infinite logit and +inf elsewhere. The gradient matches the spec. Keras' BinaryCrossentropy calls this op.",
     _infinite_logits,
+    covers=("value",),
 )
 
 WEIGHTED_CE_INFINITE_LOGITS = Difference(
     "infinite-logits-give-nan",
     "The op computes (1 - y) x + (1 + (pos_weight - 1) y) (log(1 + exp(-|x|)) + max(-x, 0)), which is NaN "
     "(0 * inf or inf - inf) at x = -inf for every y and at x = +inf for y = 1; the spec gives 0 where the "
-    "target matches the infinite logit and +inf elsewhere.",
+    "target matches the infinite logit and +inf elsewhere. The gradient matches the spec.",
     _infinite_logits,
+    covers=("value",),
 )
 
 

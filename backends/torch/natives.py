@@ -172,8 +172,9 @@ INFINITE_LOGITS = Difference(
     "infinite-logits-give-nan",
     "The built-in computes (1 - y) x - (1 + (pos_weight - 1) y) log sigma(x), which is NaN (0 * inf or "
     "inf - inf) at x = -inf for every y and at x = +inf for y = 1; the spec gives 0 where the target "
-    "matches the infinite logit and +inf elsewhere.",
+    "matches the infinite logit and +inf elsewhere. The gradient matches the spec.",
     _infinite_logits,
+    covers=("value",),
 )
 
 NATIVES += (

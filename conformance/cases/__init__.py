@@ -17,6 +17,14 @@ import numpy as np
 
 GROUPS = ("small", "edge", "realistic")
 
+# The cases with about 65 million logits (thousands of tokens over a 32000-token
+# vocabulary) run in the dtypes LLMs train in. Each dtype of such a case costs
+# one to two minutes of CPU time per backend on 2 cores, mostly the float64
+# spec and the framework's own pass. float64 and float16 run the same code on
+# the small and edge cases.
+TRAINING_DTYPES = ("float32", "bfloat16")
+TRAINING_DTYPES_NOTE = "an LLM-sized case, run in the training dtypes float32 and bfloat16 to bound the suite's run time"
+
 
 @dataclass(frozen=True)
 class Case:

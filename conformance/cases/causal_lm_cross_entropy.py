@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Case, ErrorCase, peaked_logits
+from . import TRAINING_DTYPES, TRAINING_DTYPES_NOTE, Case, ErrorCase, peaked_logits
 
 IGNORE = -100
 
@@ -151,7 +151,7 @@ CASES = [
     Case("empty-batch", "edge", _empty_batch),
     Case("ignored-positions-nonfinite", "edge", _nonfinite_ignored(True)),
     Case("ignored-positions-nonfinite-no-shift", "edge", _nonfinite_ignored(False), compiled=True),
-    Case("llm-2x1024-vocab-32000", "realistic", _llm),
+    Case("llm-2x1024-vocab-32000", "realistic", _llm, dtypes=TRAINING_DTYPES, note=TRAINING_DTYPES_NOTE),
 ]
 
 

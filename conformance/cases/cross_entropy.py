@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Case, ErrorCase, peaked_logits
+from . import TRAINING_DTYPES, TRAINING_DTYPES_NOTE, Case, ErrorCase, peaked_logits
 
 IGNORE = -100
 
@@ -125,7 +125,7 @@ CASES = [
     _small("smoothing-mean", label_smoothing=0.1),
     _small("smoothing-weight-ignore", label_smoothing=0.2, weight=True, ignored=0.25),
     _small("z-loss-mean", z_loss=1e-3),
-    _small("all-options-sum", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="sum", compiled=True),
+    _small("all-options-sum", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="sum"),
     _small("all-options-none", label_smoothing=0.1, weight=True, ignored=0.25, z_loss=1e-2, reduction="none", compiled=True),
     _small("rank3-ignore-mean", ignored=0.2, shape=(2, 3, 5), compiled=True),
     _small("rank1-single-row", shape=(6,), reduction="none"),
@@ -140,8 +140,8 @@ CASES = [
     Case("empty-batch-sum", "edge", _empty("sum")),
     Case("ignored-rows-nonfinite", "edge", _ignored_rows_nonfinite, compiled=True),
     Case("ignored-rows-nonfinite-no-z-loss", "edge", _ignored_rows_nonfinite_plain),
-    Case("llm-4x512-vocab-32000", "realistic", _llm_padded),
-    Case("llm-128-vocab-128256", "realistic", _llm_large_vocab, compiled=True),
+    Case("llm-4x512-vocab-32000", "realistic", _llm_padded, dtypes=TRAINING_DTYPES, note=TRAINING_DTYPES_NOTE),
+    Case("llm-128-vocab-128256", "realistic", _llm_large_vocab, dtypes=TRAINING_DTYPES, note=TRAINING_DTYPES_NOTE, compiled=True),
 ]
 
 

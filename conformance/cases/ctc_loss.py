@@ -152,7 +152,6 @@ CASES = [
         blank=3,
         reduction="none",
         group="small",
-        compiled=True,
     ),
     Case("speech-b4-t200-c32-s50", "realistic", _speech),
     # Edge cases.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from backends._api import Implementation
+from backends._api import Difference, Implementation
 from backends.torch._common import tensor_info
 from losses._checks import REDUCTIONS, require_choice, require_floating
 
@@ -148,6 +148,15 @@ def _token_mean_without_dual_clip(inputs, options) -> str | None:
     return None
 
 
+def mse_adapter_broken(predictions, targets, *, reduction="mean"):
+    """Defect: an adapter that calls a function the framework does not have."""
+    return torch.nn.functional.mean_squared_error(predictions, targets, reduction=reduction)
+
+
+def _always(inputs, options, dtype) -> bool:
+    return True
+
+
 def _integer_targets_without_weight_or_z_loss(inputs, options) -> str | None:
     """Limit the cross-entropy mirrors to what they implement."""
     if inputs["targets"].dtype.kind == "f":
@@ -187,6 +196,22 @@ def implementations():
             kind="mirror",
             function=ppo_advantages_not_detached,
             unsupported=_token_mean_without_dual_clip,
+        ),
+        # The same broken adapter under a documented difference that applies to
+        # every case: only a difference that covers "raises" may excuse the error.
+        Implementation(
+            loss="mse",
+            name="broken-adapter-value-difference",
+            kind="native",
+            function=mse_adapter_broken,
+            differences=(Difference("always", "a difference in value on every case", _always),),
+        ),
+        Implementation(
+            loss="mse",
+            name="broken-adapter-raising-difference",
+            kind="native",
+            function=mse_adapter_broken,
+            differences=(Difference("always", "a built-in that raises on every case", _always, covers=("raises",)),),
         ),
         Implementation(loss="gae", name="inputs-not-detached", kind="mirror", function=gae_not_detached),
         Implementation(loss="gae", name="returns-at-masked-tokens", kind="mirror", function=gae_returns_unmasked),
