@@ -233,8 +233,9 @@ def update_readme_summary(readme: Path, document: dict, results_link: str) -> No
     block = [
         SUMMARY_START,
         f"Run `{run['command']}` on {document['environment']['cpu']} "
-        f"({document['environment']['cpu_count']} cores): {run['wall_seconds']:.0f} s wall time, "
-        f"{run['compile_seconds']:.0f} s of it compiling. Full tables: [{results_link}]({results_link}).",
+        f"({document['environment']['cpu_count']} cores): {run['wall_seconds']:.0f} s wall time; compiling took "
+        f"{run['compile_seconds']:.0f} s summed over the backends, which run side by side. "
+        f"Full tables: [{results_link}]({results_link}).",
         "",
         *summary_table(document["records"]),
         SUMMARY_END,

@@ -364,6 +364,7 @@ def kl_divergence(log_predictions, targets, *, log_target: bool = False, reducti
             reference distribution it usually is. Rows need not sum to 1, and
             each term is used as given. With log_target=False a negative
             probability raises ValueError (checked eagerly only in the mirrors).
+            NaN is not rejected: it propagates to its row's KL.
         log_target: True when targets contains log p (-inf for p = 0), as PyTorch's
             ``log_target`` and optax's ``kl_divergence_with_log_targets``.
         reduction: "none" returns the per-row KL (shape log_predictions.shape[:-1]),
@@ -445,7 +446,8 @@ def binary_cross_entropy_with_logits(logits, targets, *, weight=None, pos_weight
         logits: floating array of any shape.
         targets: floating array of the same shape, probabilities in [0, 1]
             (soft labels allowed). A value outside raises ValueError (checked
-            eagerly only in the mirrors). Not differentiated.
+            eagerly only in the mirrors). NaN is not rejected: it propagates to
+            its element's loss. Not differentiated.
         weight: optional floating array whose shape broadcasts to logits'
             shape: at most as many axes, each aligned from the last axis and of
             size 1 or equal to logits' size there. It multiplies each element's

@@ -135,6 +135,10 @@ def ctc_loss(
         jump = torch.where(skip, _shift_right(alpha, 2), NEG_INF)
         current = _logaddexp(alpha, _shift_right(alpha, 1), jump) + emissions[:, t]
         alpha = torch.where(frame_valid[:, t, None], current, alpha)
+    if frames == 0:
+        # No frame reaches alpha. Adding the empty sum (exactly 0) keeps the loss
+        # connected to the logits, so autograd returns a zero gradient, as JAX does.
+        alpha = alpha + z.sum()
 
     # A path ends in the last label (state 2L - 1) or in the blank after it (state 2L).
     ends_in_blank = alpha.gather(1, 2 * target_lengths[:, None]).squeeze(1)
