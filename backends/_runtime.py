@@ -36,6 +36,9 @@ class BaseRuntime:
     def __init__(self, device: str = "cpu"):
         self.device = device
         self._compiled: dict[object, Callable] = {}
+        # The worker's float64 reference of the case about to be evaluated. Only
+        # a runtime that evaluates the spec itself (numpy) uses it.
+        self.reference_hint = None
 
     # Framework hooks ---------------------------------------------------
 

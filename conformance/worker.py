@@ -195,8 +195,7 @@ class Worker:
             """Return the first difference on this case that may excuse a result of this kind, or None."""
             return next((item for item in applicable if kind in item.covers), None)
 
-        if hasattr(self.runtime, "reference_hint"):
-            self.runtime.reference_hint = reference
+        self.runtime.reference_hint = reference
         try:
             evaluation = self.runtime.evaluate(
                 unit.implementation,

@@ -72,20 +72,39 @@ def require_number_in(name: str, value: object, low: float, high: float, *, high
 
 
 def require_class_targets_in_range(
-    min_target: int | None, max_target: int | None, num_classes: int, ignore_index: int
+    min_target: int | None,
+    max_target: int | None,
+    num_classes: int,
+    ignore_index: int,
+    *,
+    name: str = "targets",
+    kind: str = "class id",
 ) -> None:
     """Check integer targets, given the minimum and maximum over the targets that are not ignore_index.
 
     Pass None for both when every target equals ignore_index (or there are none).
+    name and kind word the message ("labels" and "token id" for a language model).
     """
     if min_target is None or max_target is None:
         return
     if min_target < 0 or max_target >= num_classes:
         bad = min_target if min_target < 0 else max_target
         raise ValueError(
-            f"targets contains class id {bad}; expected ids in [0, {num_classes - 1}] "
+            f"{name} contains {kind} {bad}; expected ids in [0, {num_classes - 1}] "
             f"or ignore_index={ignore_index}"
         )
+
+
+def require_rank(name: str, shape, rank: int, meaning: str) -> None:
+    if len(shape) != rank:
+        raise ValueError(f"{name} has shape {format_shape(shape)} with rank {len(shape)}; expected rank {rank} ({meaning})")
+
+
+def require_int64_ignore_index(ignore_index: object) -> None:
+    """Check that ignore_index is a Python int that every framework can compare with int64 labels."""
+    require_integer_option("ignore_index", ignore_index)
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index={ignore_index} is invalid; expected a value that fits in int64")
 
 
 def require_integer_option(name: str, value: object) -> int:
@@ -143,9 +162,7 @@ def validate_cross_entropy(
     num_classes = logits.shape[-1]
     if num_classes < 1:
         raise ValueError(f"logits has shape {format_shape(logits.shape)}; expected at least one class on the last axis")
-    require_integer_option("ignore_index", ignore_index)
-    if not -(2**63) <= ignore_index < 2**63:
-        raise ValueError(f"ignore_index={ignore_index} is invalid; expected a value that fits in int64")
+    require_int64_ignore_index(ignore_index)
     require_number_in("label_smoothing", label_smoothing, 0.0, 1.0)
     require_number_in("z_loss", z_loss, 0.0, float("inf"), high_inclusive=False)
     require_choice("reduction", reduction, REDUCTIONS)

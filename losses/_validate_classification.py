@@ -17,21 +17,16 @@ from ._checks import (
     TensorInfo,
     format_shape,
     require_choice,
+    require_class_targets_in_range,
     require_floating,
     require_integer,
-    require_integer_option,
+    require_int64_ignore_index,
     require_same_shape,
     require_shape,
 )
 from ._validate_preference import require_bool_option
 
 KL_REDUCTIONS = ("none", "sum", "batchmean")
-
-
-def _require_int64_ignore_index(ignore_index: object) -> None:
-    require_integer_option("ignore_index", ignore_index)
-    if not -(2**63) <= ignore_index < 2**63:
-        raise ValueError(f"ignore_index={ignore_index} is invalid; expected a value that fits in int64")
 
 
 def validate_causal_lm_cross_entropy(logits: TensorInfo, labels: TensorInfo, *, ignore_index: object, shift: object) -> None:
@@ -45,7 +40,7 @@ def validate_causal_lm_cross_entropy(logits: TensorInfo, labels: TensorInfo, *, 
         raise ValueError(f"logits has shape {format_shape(logits.shape)}; expected a vocabulary of at least one token on the last axis")
     require_integer("labels", labels.dtype_name, labels.is_integer)
     require_shape("labels", labels.shape, logits.shape[:-1], "one token id per position: logits.shape without the vocabulary axis")
-    _require_int64_ignore_index(ignore_index)
+    require_int64_ignore_index(ignore_index)
     require_bool_option("shift", shift)
 
 
@@ -54,13 +49,7 @@ def require_labels_in_range(min_label: int | None, max_label: int | None, vocab_
 
     Pass None for both when no label is counted.
     """
-    if min_label is None or max_label is None:
-        return
-    if min_label < 0 or max_label >= vocab_size:
-        bad = min_label if min_label < 0 else max_label
-        raise ValueError(
-            f"labels contains token id {bad}; expected ids in [0, {vocab_size - 1}] or ignore_index={ignore_index}"
-        )
+    require_class_targets_in_range(min_label, max_label, vocab_size, ignore_index, name="labels", kind="token id")
 
 
 def validate_num_items_in_batch(value: object, info: TensorInfo | None = None, concrete: float | None = None) -> None:

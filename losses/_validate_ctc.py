@@ -18,14 +18,10 @@ from ._checks import (
     require_floating,
     require_integer,
     require_integer_option,
+    require_rank,
     require_shape,
 )
 from ._validate_preference import require_bool_option
-
-
-def require_rank(name: str, shape, rank: int, meaning: str) -> None:
-    if len(shape) != rank:
-        raise ValueError(f"{name} has shape {format_shape(shape)} with rank {len(shape)}; expected rank {rank} ({meaning})")
 
 
 def validate_ctc(

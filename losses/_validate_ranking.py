@@ -17,6 +17,7 @@ from ._checks import (
     require_choice,
     require_floating,
     require_integer,
+    require_rank,
     require_shape,
 )
 
@@ -25,13 +26,6 @@ def require_boolean_mask(name: str, mask: TensorInfo, expected_shape: Sequence[i
     if mask.kind != "b":
         raise TypeError(f"{name} has dtype {mask.dtype_name}; expected a boolean dtype (True marks a valid position)")
     require_shape(name, mask.shape, expected_shape, reason)
-
-
-def require_rank(name: str, shape: Sequence[int], rank: int, meaning: str) -> None:
-    if len(shape) != rank:
-        raise ValueError(
-            f"{name} has shape {format_shape(shape)} with rank {len(shape)}; expected rank {rank} ({meaning})"
-        )
 
 
 def validate_ranking(rewards: TensorInfo, mask: TensorInfo | None) -> None:

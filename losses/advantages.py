@@ -17,10 +17,10 @@ import numpy as np
 
 from ._checks import (
     TensorInfo,
-    format_shape,
     require_floating,
     require_integer,
     require_number_in,
+    require_rank,
     require_same_shape,
     require_shape,
 )
@@ -34,16 +34,11 @@ __all__ = ["gae", "gae_grad", "grpo_advantages", "grpo_advantages_grad"]
 # Validation shared with the mirrors ---------------------------------------------
 
 
-def _require_rank(name: str, shape: tuple[int, ...], rank: int, meaning: str) -> None:
-    if len(shape) != rank:
-        raise ValueError(f"{name} has shape {format_shape(shape)} with rank {len(shape)}; expected rank {rank} ({meaning})")
-
-
 def validate_gae(rewards: TensorInfo, values: TensorInfo, mask: TensorInfo, *, gamma: object, lam: object) -> None:
     """Raise TypeError or ValueError, naming the argument, unless gae's arguments are valid."""
     require_floating("rewards", rewards.dtype_name, rewards.is_floating)
     require_floating("values", values.dtype_name, values.is_floating)
-    _require_rank("rewards", rewards.shape, 2, "(B, T): one reward per token, token axis last")
+    require_rank("rewards", rewards.shape, 2, "(B, T): one reward per token, token axis last")
     require_same_shape("values", values.shape, "rewards", rewards.shape)
     require_bool_tensor("mask", mask)
     require_shape("mask", mask.shape, rewards.shape, "one flag per token: the shape of rewards")
@@ -54,7 +49,7 @@ def validate_gae(rewards: TensorInfo, values: TensorInfo, mask: TensorInfo, *, g
 def validate_grpo_advantages(rewards: TensorInfo, group_ids: TensorInfo, *, eps: object, scale_by_std: object) -> None:
     """Raise TypeError or ValueError, naming the argument, unless grpo_advantages' arguments are valid."""
     require_floating("rewards", rewards.dtype_name, rewards.is_floating)
-    _require_rank("rewards", rewards.shape, 1, "(N,): one reward per completion")
+    require_rank("rewards", rewards.shape, 1, "(N,): one reward per completion")
     require_integer("group_ids", group_ids.dtype_name, group_ids.is_integer)
     require_shape("group_ids", group_ids.shape, rewards.shape, "one group id per completion: the shape of rewards")
     require_number_in("eps", eps, 0.0, math.inf, high_inclusive=False)

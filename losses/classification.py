@@ -247,10 +247,10 @@ def _prepare_causal_lm(logits, labels, ignore_index, shift, num_items_in_batch):
     else:
         predicted = labels
     counted = predicted != ignore_index
-    kept = predicted[counted]
+    counted_labels = predicted[counted]
     require_labels_in_range(
-        int(kept.min()) if kept.size else None,
-        int(kept.max()) if kept.size else None,
+        int(counted_labels.min()) if counted_labels.size else None,
+        int(counted_labels.max()) if counted_labels.size else None,
         np.shape(logits)[-1],
         ignore_index,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numerics import as_float64, logsumexp, tensor_info
+from ._numerics import as_float64, tensor_info
 from ._registry import LossSpec, register
 from ._validate_policy import validate_entropy, validate_kl_penalty, validate_ppo_policy, validate_value_loss
 

@@ -152,10 +152,10 @@ def causal_lm_cross_entropy(logits, labels, *, ignore_index: int = -100, shift: 
     counted = labels != ignore_index
     values = concrete(labels)
     if values is not None:
-        kept = values[values != ignore_index]
+        counted_labels = values[values != ignore_index]
         require_labels_in_range(
-            int(kept.min()) if kept.size else None,
-            int(kept.max()) if kept.size else None,
+            int(counted_labels.min()) if counted_labels.size else None,
+            int(counted_labels.max()) if counted_labels.size else None,
             logits.shape[-1],
             ignore_index,
         )

@@ -27,12 +27,6 @@ class Runtime(BaseRuntime):
     def to_tensor(self, array, dtype):
         return np.asarray(array)
 
-    def __init__(self, device: str = "cpu"):
-        super().__init__(device)
-        # The worker's float64 reference of the case being checked, set before
-        # evaluate; see evaluate.
-        self.reference_hint = None
-
     def evaluate(self, implementation, tensor_args, positional_count, inputs, options, dtype, mode, cotangent):
         from conformance.dtypes import round_to
 

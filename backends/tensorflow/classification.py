@@ -148,11 +148,11 @@ def causal_lm_cross_entropy(logits, labels, *, ignore_index: int = -100, shift: 
         labels = tf.pad(labels, [[0, 0], [0, 1]], constant_values=ignore_index)[:, 1:]
     counted = tf.not_equal(labels, tf.constant(ignore_index, tf.int64))
     if eager():
-        kept = tf.boolean_mask(labels, counted)
-        has_kept = int(tf.size(kept)) > 0
+        counted_labels = tf.boolean_mask(labels, counted)
+        has_counted_labels = int(tf.size(counted_labels)) > 0
         require_labels_in_range(
-            int(tf.reduce_min(kept)) if has_kept else None,
-            int(tf.reduce_max(kept)) if has_kept else None,
+            int(tf.reduce_min(counted_labels)) if has_counted_labels else None,
+            int(tf.reduce_max(counted_labels)) if has_counted_labels else None,
             logits.shape[-1],
             ignore_index,
         )

@@ -146,10 +146,10 @@ def causal_lm_cross_entropy(logits, labels, *, ignore_index: int = -100, shift: 
         labels = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[:, 1:]
     counted = labels != ignore_index
     if eager():
-        kept = labels[counted]
+        counted_labels = labels[counted]
         require_labels_in_range(
-            int(kept.min()) if kept.numel() else None,
-            int(kept.max()) if kept.numel() else None,
+            int(counted_labels.min()) if counted_labels.numel() else None,
+            int(counted_labels.max()) if counted_labels.numel() else None,
             logits.shape[-1],
             ignore_index,
         )

@@ -20,7 +20,7 @@ def _ids(rng, sizes, *, shuffle):
 
 
 def _outcome_rewards(rng, size):
-    """Rewards like a verifier's: 1 for a correct answer, 0 otherwise, plus a small format bonus."""
+    """Rewards like a verifier's: 1 for a correct completion, 0 otherwise, plus a small format bonus."""
     return (rng.random(size) < 0.4).astype(np.float64) + 0.1 * (rng.random(size) < 0.5)
 
 
