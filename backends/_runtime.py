@@ -72,6 +72,41 @@ class BaseRuntime:
         """Like value_and_vjp, with the framework's compiler applied (jax.jit, XLA, torch.compile)."""
         raise NotImplementedError
 
+    def forward(self, function: Callable, float_names: tuple[str, ...]) -> Callable:
+        """Build f(float_tensors, other_tensors) -> value, with no gradient recorded.
+
+        The benchmark times this as the forward pass. The default calls the
+        function as is; a framework that records gradients by default turns that off.
+        """
+
+        def step(float_tensors, other_tensors):
+            tensors = dict(other_tensors)
+            tensors.update(zip(float_names, float_tensors))
+            return function(tensors)
+
+        return step
+
+    def compiled_forward(self, function: Callable, float_names: tuple[str, ...]) -> Callable:
+        """Like forward, with the framework's compiler applied."""
+        raise NotImplementedError
+
+    def synchronize(self, outputs) -> None:
+        """Wait until outputs are computed; frameworks that dispatch asynchronously override this.
+
+        The benchmark calls it before it stops a timer.
+        """
+
+    def device_memory(self) -> tuple[str, Callable[[], None], Callable[[], int]] | None:
+        """Return (how it is measured, reset the peak, read the peak in bytes) for an accelerator, else None.
+
+        On CPU the benchmark measures the process's peak resident set instead.
+        """
+        return None
+
+    def device_copy_bandwidth(self) -> dict | None:
+        """Measure an accelerator's device-to-device copy bandwidth (read plus write bytes), or return None on CPU."""
+        return None
+
     # Shared logic ------------------------------------------------------
 
     def bind(self, implementation: Implementation, tensor_args: tuple[str, ...], positional_count: int, options: Options):

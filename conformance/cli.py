@@ -1,4 +1,4 @@
-"""The lossparity command line: list, explain and run."""
+"""The lossparity command line: list, explain, run and bench."""
 
 from __future__ import annotations
 
@@ -316,6 +316,21 @@ def _print_summary(document, result, out_dir) -> None:
     )
 
 
+def command_bench(args) -> int:
+    from .bench.command import command_bench as run_bench
+
+    # SIGTERM takes the same path as Ctrl-C, so the runner stops the worker on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return run_bench(
+        args,
+        usage_error=UsageError,
+        split=_split,
+        choose=_choose,
+        require_writable_folder=_require_writable_folder,
+        progress_class=_Progress,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossparity",
@@ -345,6 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
     progress = run.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress bars (default: when stderr is a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time every implementation, forward and forward plus backward, and write perf.json, perf.md and plots",
+    )
+    bench.add_argument("--backend", action="append", help="torch, jax, tensorflow or all (default all); repeatable or comma-separated")
+    bench.add_argument("--loss", action="append", help="loss name(s) of the preset to time (default all of them)")
+    bench.add_argument("--preset", default="cpu", help="cpu, gpu or smoke: the shapes, dtypes and repeats (default cpu)")
+    bench.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
+    bench.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
+    bench.add_argument(
+        "--out",
+        help="folder for perf.json, perf.md and the plots (default: results/<environment-id>/ for a full run "
+        "of the device's preset, else nothing is written)",
+    )
+    bench.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    bench.add_argument("--timeout", type=float, default=900.0, help="seconds a backend may go without progress before it is killed (default 900)")
+    bench_progress = bench.add_mutually_exclusive_group()
+    bench_progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress bars (default: when stderr is a terminal)")
+    bench_progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
     return parser
 
 
@@ -358,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up messages would bury the output of list and explain.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"list": command_list, "explain": command_explain, "run": command_run}
+    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "bench": command_bench}
     try:
         return handlers[args.command](args)
     except UsageError as error:

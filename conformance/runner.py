@@ -37,6 +37,7 @@ class BackendRun:
     backend: str
     records: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)  # The worker's first line, as written.
     unavailable: str | None = None
     total: int | None = None
     finished_units: int = 0
@@ -92,7 +93,7 @@ def _worker_command(run: BackendRun, selection: Selection, device: str) -> list[
     return command
 
 
-def _start(run: BackendRun, selection: Selection, device: str, workdir: Path) -> None:
+def _start(run: BackendRun, command_for: Callable[[BackendRun], list[str]], device: str, workdir: Path) -> None:
     run.output_path = workdir / f"{run.backend}.{run.restarts}.jsonl"
     run.log_path = workdir / f"{run.backend}.{run.restarts}.log"
     run.read_offset = 0
@@ -105,7 +106,7 @@ def _start(run: BackendRun, selection: Selection, device: str, workdir: Path) ->
         env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     with open(run.log_path, "wb") as log_file:
         run.process = subprocess.Popen(
-            _worker_command(run, selection, device),
+            command_for(run),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -137,6 +138,7 @@ def _read_new_lines(run: BackendRun) -> list[dict]:
 def _absorb(run: BackendRun, document: dict) -> None:
     kind = document.pop("type")
     if kind == "environment":
+        run.environment = dict(document)
         run.versions = document["versions"]
         run.unavailable = document.get("unavailable")
     elif kind == "plan":
@@ -193,7 +195,7 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _handle_exit_or_hang(run: BackendRun, selection: Selection, device: str, workdir: Path, timeout: float) -> bool:
+def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Path, timeout: float) -> bool:
     """Record a worker that exited or went silent, restart it if units remain, and return True when the backend is finished."""
     code = run.process.poll()
     hung = code is None and time.monotonic() - run.last_activity > timeout
@@ -221,7 +223,7 @@ def _handle_exit_or_hang(run: BackendRun, selection: Selection, device: str, wor
     run.finished_units = run.skip
     run.current = None
     run.restarts += 1
-    _start(run, selection, device, workdir)
+    _start(run, command_for, device, workdir)
     return False
 
 
@@ -233,8 +235,15 @@ def run_backends(
     timeout: float = 600.0,
     jobs: int = 2,
     on_progress: Callable[[BackendRun], None] | None = None,
+    worker_command: Callable[[BackendRun], list[str]] | None = None,
 ) -> RunResult:
-    """Run each backend's worker, at most ``jobs`` at a time, and collect every record."""
+    """Run each backend's worker, at most ``jobs`` at a time, and collect every record.
+
+    ``worker_command(run)`` returns the command line of a worker that speaks
+    the JSON-lines protocol of ``conformance.worker``; by default it is that
+    worker on ``selection``.
+    """
+    command_for = worker_command or (lambda run: _worker_command(run, selection, device))
     started = time.monotonic()
     runs = {name: BackendRun(name) for name in backends}
     pending = list(backends)
@@ -254,7 +263,7 @@ def run_backends(
                             on_progress(run)
                         continue
                     run.started = time.monotonic()
-                    _start(run, selection, device, workdir)
+                    _start(run, command_for, device, workdir)
                     active.append(run)
 
                 for run in list(active):
@@ -263,7 +272,7 @@ def run_backends(
                         run.last_activity = time.monotonic()
                     for document in documents:
                         _absorb(run, document)
-                    if _handle_exit_or_hang(run, selection, device, workdir, timeout):
+                    if _handle_exit_or_hang(run, command_for, device, workdir, timeout):
                         if not run.seconds:
                             run.seconds = time.monotonic() - run.started
                         run.finished = True

@@ -72,3 +72,22 @@ class Runtime(BaseRuntime):
 
     def compiled_value_and_vjp(self, function, float_names):
         return jax.jit(self.value_and_vjp(function, float_names))
+
+    def compiled_forward(self, function, float_names):
+        return jax.jit(self.forward(function, float_names))
+
+    def synchronize(self, outputs) -> None:
+        jax.block_until_ready(outputs)
+
+    def device_memory(self):
+        if self.device != "gpu":
+            return None
+        device = self.jax_device
+
+        # NOTE: JAX has no call that resets the peak, so a reading is the largest
+        # allocation since the process started, not only the last call's.
+        return (
+            "jax Device.memory_stats()['peak_bytes_in_use']: peak since the process started, inputs counted",
+            lambda: None,
+            lambda: int(device.memory_stats()["peak_bytes_in_use"]),
+        )

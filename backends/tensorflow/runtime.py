@@ -65,3 +65,28 @@ class Runtime(BaseRuntime):
 
     def compiled_value_and_vjp(self, function, float_names):
         return tf.function(self.value_and_vjp(function, float_names), jit_compile=True, reduce_retracing=False)
+
+    def forward(self, function, float_names):
+        step = super().forward(function, float_names)
+
+        def step_on_device(float_tensors, other_tensors):
+            with tf.device(self.device_name):
+                return step(float_tensors, other_tensors)
+
+        return step_on_device
+
+    def compiled_forward(self, function, float_names):
+        return tf.function(self.forward(function, float_names), jit_compile=True, reduce_retracing=False)
+
+    def synchronize(self, outputs) -> None:
+        if self.device == "gpu":
+            tf.test.experimental.sync_devices()
+
+    def device_memory(self):
+        if self.device != "gpu":
+            return None
+        return (
+            "tf.config.experimental.get_memory_info('GPU:0')['peak']: peak of TensorFlow's allocator, inputs counted",
+            lambda: tf.config.experimental.reset_memory_stats("GPU:0"),
+            lambda: int(tf.config.experimental.get_memory_info("GPU:0")["peak"]),
+        )

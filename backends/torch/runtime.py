@@ -79,3 +79,50 @@ class Runtime(BaseRuntime):
         # torch.compile captures the loss; AOTAutograd compiles its backward too.
         # The autograd.grad call around it stays in Python.
         return self.value_and_vjp(torch.compile(function, fullgraph=True), float_names)
+
+    def forward(self, function, float_names):
+        step = super().forward(function, float_names)
+
+        def step_without_autograd(float_tensors, other_tensors):
+            with torch.no_grad():
+                return step(float_tensors, other_tensors)
+
+        return step_without_autograd
+
+    def compiled_forward(self, function, float_names):
+        return self.forward(torch.compile(function, fullgraph=True), float_names)
+
+    def synchronize(self, outputs) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def device_memory(self):
+        if self.torch_device.type != "cuda":
+            return None
+        return (
+            "torch.cuda.max_memory_allocated: peak of the caching allocator, inputs counted",
+            torch.cuda.reset_peak_memory_stats,
+            torch.cuda.max_memory_allocated,
+        )
+
+    def device_copy_bandwidth(self):
+        if self.torch_device.type != "cuda":
+            return None
+        source = torch.ones(2**30 // 4, dtype=torch.float32, device=self.torch_device)
+        target = torch.empty_like(source)
+        target.copy_(source)
+        rates = []
+        for _ in range(10):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            target.copy_(source)
+            stop.record()
+            torch.cuda.synchronize()
+            rates.append(2 * source.numel() * 4 / (start.elapsed_time(stop) / 1e3) / 1e9)
+        del source, target
+        return {
+            "best_gb_per_s": max(rates),
+            "median_gb_per_s": sorted(rates)[len(rates) // 2],
+            "repeats": len(rates),
+            "method": "torch Tensor.copy_ of 1 GiB on the GPU, timed with CUDA events, read plus write bytes",
+        }

@@ -1,8 +1,9 @@
-"""A test-only backend whose mse crashes or hangs on chosen cases, for the runner's fault isolation tests.
+"""A test-only backend whose implementations crash or hang on chosen cases, for the fault isolation tests.
 
 On the small mse cases the reduction identifies the case: "sum"
 (matrix-sum) ends the process with status 3, "none" (matrix-none) sleeps for
-an hour, and "mean" (matrix-mean, rank3-mean) returns the right value. With
+an hour, and "mean" (matrix-mean, rank3-mean) returns the right value. The
+Bradley-Terry implementation ends the process when called eagerly. With
 FAIL_AT_IMPORT_VARIABLE set, importing this package raises ImportError.
 """
 
@@ -29,5 +30,21 @@ def mse_with_faults(predictions, targets, *, reduction="mean"):
     return (predictions - targets).square().mean()
 
 
+def bradley_terry_crashing_in_eager(chosen_rewards, rejected_rewards, *, margin=None, center_coefficient=0.0, reduction="mean"):
+    """End the process when called eagerly; under torch.compile, return the mean of softplus(r_r - r_c).
+
+    The benchmark's tests use it: the eager unit crashes, and the compiled
+    unit after it must still be measured by a restarted worker.
+    """
+    import torch
+
+    if not torch.compiler.is_compiling():
+        os._exit(CRASH_EXIT_STATUS)
+    return torch.nn.functional.softplus(rejected_rewards - chosen_rewards).mean()
+
+
 def implementations():
-    return (Implementation(loss="mse", name="crashes-or-hangs", kind="mirror", function=mse_with_faults),)
+    return (
+        Implementation(loss="mse", name="crashes-or-hangs", kind="mirror", function=mse_with_faults),
+        Implementation(loss="bradley_terry_loss", name="crashes-in-eager", kind="mirror", function=bradley_terry_crashing_in_eager),
+    )

@@ -1,0 +1,404 @@
+"""Benchmark results: derived ratios and efficiencies, perf.json, perf.md, plots and the README link."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from ..report import short_detail, write_atomically
+
+PROBLEMS = ("error", "crash", "timeout")
+LINK_START = "<!-- bench-summary:start -->"
+LINK_END = "<!-- bench-summary:end -->"
+
+# The targets the benchmark reports on. They are measured, never asserted in tests.
+MIRROR_RATIO_TARGET = 1.25
+BANDWIDTH_TARGET = 0.5
+MEMORY_TARGET = 3.0
+BANDWIDTH_SHAPE = {"N": 1024, "V": 128256}
+MIB = 2**20
+
+
+def _ok(record: dict) -> bool:
+    return record["status"] == "ok"
+
+
+def _median_seconds(record: dict, part: str) -> float | None:
+    timing = record.get(part)
+    return None if not timing else timing["median_ms"] / 1e3
+
+
+def _peak_bytes(record: dict, backends: dict) -> int | None:
+    """Return the forward-plus-backward peak with the inputs counted, or None when memory was not measured."""
+    memory = record.get("memory") or {}
+    extra = memory.get("forward_backward_bytes")
+    if extra is None:
+        return None
+    counts_inputs = backends.get(record["backend"], {}).get("memory_counts_inputs")
+    return extra if counts_inputs else extra + record.get("input_bytes", 0)
+
+
+def annotate(document: dict) -> None:
+    """Add to each measured record its ratio to the fastest of its case, its efficiency and its memory ratio.
+
+    Also store the target tables under document["targets"].
+    """
+    records = [record for record in document["records"] if _ok(record)]
+    bandwidth = document["machine"]["bandwidth"]["best_gb_per_s"] * 1e9
+    by_case = defaultdict(list)
+    for record in records:
+        by_case[record["case"]].append(record)
+
+    for case_records in by_case.values():
+        for part in ("forward", "forward_backward"):
+            times = [_median_seconds(record, part) for record in case_records if _median_seconds(record, part)]
+            fastest = min(times) if times else None
+            for record in case_records:
+                seconds = _median_seconds(record, part)
+                if fastest and seconds:
+                    record.setdefault("ratio_to_fastest", {})[part] = round(seconds / fastest, 3)
+
+    for record in records:
+        seconds = _median_seconds(record, "forward_backward")
+        if record.get("min_bytes") and seconds:
+            record["gb_per_s_by_min_bytes"] = round(record["min_bytes"] / seconds / 1e9, 3)
+            record["efficiency"] = round(record["min_bytes"] / seconds / bandwidth, 4)
+        peak = _peak_bytes(record, document["backends"])
+        if peak is not None:
+            record["peak_bytes"] = peak
+            if record.get("logits_bytes"):
+                record["peak_to_logits"] = round(peak / record["logits_bytes"], 3)
+
+    document["targets"] = {
+        "mirror_vs_native": _mirror_vs_native(records),
+        "bandwidth": _bandwidth_rows(records),
+        "memory": _memory_rows(records),
+    }
+
+
+def best_modes(records: list[dict]) -> dict[tuple, dict]:
+    """Return, per (case, backend, implementation), the record of the mode with the fastest forward plus backward."""
+    best: dict[tuple, dict] = {}
+    for record in records:
+        key = (record["case"], record["backend"], record["implementation"])
+        seconds = _median_seconds(record, "forward_backward") or _median_seconds(record, "forward")
+        if seconds is None:
+            continue
+        current = best.get(key)
+        if current is None or seconds < (_median_seconds(current, "forward_backward") or _median_seconds(current, "forward")):
+            best[key] = record
+    return best
+
+
+def _mirror_vs_native(records: list[dict]) -> list[dict]:
+    best = best_modes(records)
+    rows = []
+    for (case, backend, implementation), mirror in best.items():
+        if mirror["kind"] != "mirror":
+            continue
+        natives = [
+            record for (other_case, other_backend, _), record in best.items()
+            if other_case == case and other_backend == backend and record["kind"] == "native"
+        ]
+        if not natives:
+            continue
+        part = "forward_backward" if mirror.get("forward_backward") else "forward"
+        native = min(natives, key=lambda record: _median_seconds(record, part) or float("inf"))
+        ratio = _median_seconds(mirror, part) / _median_seconds(native, part)
+        rows.append(
+            {
+                "loss": mirror["loss"],
+                "case": case,
+                "backend": backend,
+                "mirror_mode": mirror["mode"],
+                "mirror_ms": round(_median_seconds(mirror, part) * 1e3, 3),
+                "native": native["implementation"],
+                "native_mode": native["mode"],
+                "native_ms": round(_median_seconds(native, part) * 1e3, 3),
+                "ratio": round(ratio, 3),
+                "meets_target": ratio <= MIRROR_RATIO_TARGET,
+            }
+        )
+    return rows
+
+
+def _bandwidth_rows(records: list[dict]) -> list[dict]:
+    """Return the best efficiency per backend on the cross-entropy cases of the bandwidth target's shape."""
+    rows = {}
+    for record in records:
+        if record["loss"] != "cross_entropy" or record["dims"] != BANDWIDTH_SHAPE or "efficiency" not in record:
+            continue
+        key = (record["case"], record["backend"])
+        if key not in rows or record["efficiency"] > rows[key]["efficiency"]:
+            rows[key] = {
+                "case": record["case"],
+                "backend": record["backend"],
+                "implementation": record["implementation"],
+                "mode": record["mode"],
+                "forward_backward_ms": record["forward_backward"]["median_ms"],
+                "gb_per_s_by_min_bytes": record["gb_per_s_by_min_bytes"],
+                "efficiency": record["efficiency"],
+                "meets_target": record["efficiency"] >= BANDWIDTH_TARGET,
+            }
+    return sorted(rows.values(), key=lambda row: (row["case"], -row["efficiency"]))
+
+
+def _memory_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for record in records:
+        if record["loss"] != "cross_entropy" or record["kind"] != "mirror" or "peak_to_logits" not in record:
+            continue
+        rows.append(
+            {
+                "case": record["case"],
+                "backend": record["backend"],
+                "mode": record["mode"],
+                "peak_mib": round(record["peak_bytes"] / MIB, 1),
+                "peak_to_logits": record["peak_to_logits"],
+                "meets_target": record["peak_to_logits"] <= MEMORY_TARGET,
+            }
+        )
+    return rows
+
+
+# Markdown -------------------------------------------------------------------
+
+
+def _timing_cell(timing: dict | None) -> str:
+    if not timing:
+        return ""
+    return f"{timing['median_ms']:.3g} ({timing['p20_ms']:.3g}-{timing['p80_ms']:.3g})"
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "**no**"
+
+
+def _header_lines(document: dict) -> list[str]:
+    environment, run, machine = document["environment"], document["run"], document["machine"]
+    bandwidth, exp = machine["bandwidth"], machine["exp"]
+    repeats = run["repeats"]
+    lines = [
+        f"# Benchmark: {environment['environment_id']}",
+        "",
+        f"Command: `{run['command']}`, preset `{run['preset']}`: {run['preset_description']}.",
+        f"Wall time {run['wall_seconds']:.0f} s. Commit `{environment['commit']}`, sources SHA-256 `{environment['source_sha256'][:16]}`.",
+        "",
+        "## Machine",
+        "",
+        "| CPU | cores | copy bandwidth | exp throughput |",
+        "|---|---:|---:|---:|",
+        f"| {environment['cpu']} | {environment['cpu_count']} | {bandwidth['best_gb_per_s']:.1f} GB/s "
+        f"(median {bandwidth['median_gb_per_s']:.1f}) | {exp['per_thread_per_s'] / 1e9:.2f} G exp/s per thread |",
+        "",
+        f"- Bandwidth: {bandwidth['method']}, best of {bandwidth['repeats']}.",
+        "- Efficiency is the minimal traffic of a cross-entropy forward and backward, N V (s_in + s_grad) bytes",
+        "  (read the logits once, write their gradient once), divided by the median time and by this bandwidth.",
+        f"- Exp throughput: {exp['method']}."
+        + (
+            f" At one exponential per logit, N x V logits on all {environment['cpu_count']} cores need at least"
+            f" N V / ({exp['per_thread_per_s'] / 1e9:.2f} G/s x {environment['cpu_count']}) seconds, an estimate that assumes perfect scaling."
+            if environment["device"] == "cpu"
+            else " It is the host's, listed for reference; the frameworks ran on the GPU."
+        ),
+        "",
+        "## How it is measured",
+        "",
+        "- Each backend runs in its own process, one after the other. Every measurement makes an untimed first call"
+        + (f" and {repeats['warmup'] - 1} more warm-up calls" if repeats["warmup"] > 1 else "")
+        + f", then at least {repeats['minimum']} timed calls until {repeats['seconds']:g} s have passed"
+        + f" (at most {repeats['maximum']}).",
+        "- Times are in milliseconds: the median, with the 20th and 80th percentiles in brackets. \"x fastest\" divides",
+        "  the forward-plus-backward median by the fastest one of the same case in this run, over every backend and mode.",
+        "- Forward: the loss with no gradient recorded (`torch.no_grad` for PyTorch). Forward plus backward: the loss and",
+        "  its vector-Jacobian product with a cotangent of ones, with respect to every differentiable float input.",
+        "- Compiled: `torch.compile(fullgraph=True)`, `jax.jit`, `tf.function(jit_compile=True)`. The first call",
+        "  (compilation plus one execution) is listed separately and is not in the medians.",
+        "- Peak memory is that of one forward-plus-backward call with the inputs counted, measured per backend as follows:",
+    ]
+    for name, backend in document["backends"].items():
+        if backend.get("unavailable"):
+            lines.append(f"  - {name}: not run: {backend['unavailable']}")
+        else:
+            versions = ", ".join(f"{package} {version}" for package, version in backend["versions"].items())
+            lines.append(f"  - {name} ({versions}): {backend.get('memory_method') or 'not measured'}.")
+    lines.append("")
+    return lines
+
+
+def _target_lines(document: dict) -> list[str]:
+    targets = document["targets"]
+    lines = [
+        "## Targets",
+        "",
+        f"These are measured, never asserted in tests. A mirror should be within {MIRROR_RATIO_TARGET}x of its",
+        "framework's fastest native built-in for the same case (forward plus backward, the best mode of each); the best",
+        f"cross-entropy at N = 1024, V = 128256 should reach {BANDWIDTH_TARGET:.0%} of the copy bandwidth; a cross-entropy",
+        f"mirror's peak memory should stay within {MEMORY_TARGET:g}x the logits' size.",
+        "",
+        "### Mirrors against natives",
+        "",
+        "| case | backend | mirror (mode) | fastest native (mode) | ratio | within target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in targets["mirror_vs_native"]:
+        lines.append(
+            f"| {row['case']} | {row['backend']} | {row['mirror_ms']:.3g} ms ({row['mirror_mode']}) | "
+            f"{row['native']}: {row['native_ms']:.3g} ms ({row['native_mode']}) | {row['ratio']:.2f} | {_yes_no(row['meets_target'])} |"
+        )
+    lines += [
+        "",
+        "### Cross-entropy against the memory bandwidth",
+        "",
+        "| case | backend | best implementation (mode) | forward + backward | GB/s by N V (s_in + s_grad) | of copy bandwidth | within target |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for row in targets["bandwidth"]:
+        lines.append(
+            f"| {row['case']} | {row['backend']} | {row['implementation']} ({row['mode']}) | {row['forward_backward_ms']:.3g} ms | "
+            f"{row['gb_per_s_by_min_bytes']:.1f} | {row['efficiency']:.0%} | {_yes_no(row['meets_target'])} |"
+        )
+    lines += [
+        "",
+        "### Cross-entropy mirrors' peak memory",
+        "",
+        "| case | backend | mode | peak | x logits | within target |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for row in targets["memory"]:
+        lines.append(
+            f"| {row['case']} | {row['backend']} | {row['mode']} | {row['peak_mib']:.0f} MiB | {row['peak_to_logits']:.2f} | "
+            f"{_yes_no(row['meets_target'])} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _case_lines(document: dict) -> list[str]:
+    lines = ["## Every measurement", ""]
+    by_case = defaultdict(list)
+    for record in document["records"]:
+        by_case[record["case"]].append(record)
+    for case, records in by_case.items():
+        measured = sorted(
+            (record for record in records if _ok(record)),
+            key=lambda record: (record.get("ratio_to_fastest", {}).get("forward_backward") or record.get("ratio_to_fastest", {}).get("forward") or 0),
+        )
+        if not measured:
+            continue
+        lines += [
+            f"### {case}",
+            "",
+            "| backend | implementation | kind | mode | forward ms | forward + backward ms | x fastest | first call s | peak memory | efficiency |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for record in measured:
+            ratio = record.get("ratio_to_fastest", {})
+            ratio_cell = ratio.get("forward_backward", ratio.get("forward"))
+            first = record["first_call_seconds"]
+            first_cell = f"{first.get('forward_backward', first['forward']):.3g}"
+            memory = ""
+            if "peak_bytes" in record:
+                memory = f"{record['peak_bytes'] / MIB:.0f} MiB"
+                if "peak_to_logits" in record:
+                    memory += f" ({record['peak_to_logits']:.2f}x logits)"
+            efficiency = f"{record['efficiency']:.0%}" if "efficiency" in record else ""
+            lines.append(
+                f"| {record['backend']} | {record['implementation']} | {record['kind']} | {record['mode']} | "
+                f"{_timing_cell(record.get('forward'))} | {_timing_cell(record.get('forward_backward'))} | "
+                f"{ratio_cell:.2f} | {first_cell} | {memory} | {efficiency} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _not_measured_lines(document: dict) -> list[str]:
+    skipped = [record for record in document["records"] if not _ok(record)]
+    if not skipped:
+        return []
+    lines = ["## Not measured", "", "| case | backend | implementation | mode | status | reason |", "|---|---|---|---|---|---|"]
+    for record in skipped:
+        reason = short_detail(record.get("detail", ""), 200).replace("|", "\\|")
+        lines.append(
+            f"| {record.get('case', '*')} | {record['backend']} | {record.get('implementation', '*')} | "
+            f"{record.get('mode', '*')} | {record['status']} | {reason} |"
+        )
+    lines.append("")
+    return lines
+
+
+def markdown(document: dict, plots: list[str]) -> str:
+    lines = _header_lines(document) + _target_lines(document)
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(name).stem}]({name})" for name in plots] + [""]
+    lines += _case_lines(document) + _not_measured_lines(document)
+    return "\n".join(lines)
+
+
+def write(document: dict, out_dir: Path) -> dict[str, Path]:
+    """Write perf.json, the plots and perf.md into out_dir; return their paths by kind."""
+    from .plots import write_plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "perf.json"
+    write_atomically(json_path, json.dumps(document, indent=1, sort_keys=True) + "\n")
+    plots, note = write_plots(document, out_dir)
+    markdown_path = out_dir / "perf.md"
+    text = markdown(document, [path.name for path in plots])
+    if note:
+        text += f"\nPlots: {note}\n"
+    write_atomically(markdown_path, text)
+    return {"json": json_path, "markdown": markdown_path, **{path.stem: path for path in plots}}
+
+
+def update_readme_link(readme: Path, document: dict, markdown_path: Path) -> None:
+    """Replace the block between the benchmark markers in the README with a link and the headline numbers."""
+    if not readme.exists():
+        return
+    text = readme.read_text(encoding="utf-8")
+    if LINK_START not in text or LINK_END not in text:
+        return
+    link = markdown_path.relative_to(readme.parent).as_posix() if markdown_path.is_relative_to(readme.parent) else str(markdown_path)
+    targets = document["targets"]
+    best = max(targets["bandwidth"], key=lambda row: row["efficiency"], default=None)
+    block = [LINK_START, f"Benchmark tables and plots: [{link}]({link}), made by `{document['run']['command']}`."]
+    if best:
+        block.append(
+            f"The fastest cross-entropy at N = 1024, V = 128256, float32 ({best['backend']} {best['implementation']}, "
+            f"{best['mode']}) moves {best['gb_per_s_by_min_bytes']:.1f} GB/s by its minimal traffic: "
+            f"{best['efficiency']:.0%} of this machine's measured copy bandwidth."
+        )
+    block.append(LINK_END)
+    head, _, rest = text.partition(LINK_START)
+    _, _, tail = rest.partition(LINK_END)
+    write_atomically(readme, head + "\n".join(block) + tail)
+
+
+def print_summary(document: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="mirrors against natives (forward + backward, best mode of each)")
+    for column in ("case", "backend", "mirror ms", "fastest native", "native ms", "ratio"):
+        table.add_column(column)
+    for row in document["targets"]["mirror_vs_native"]:
+        ratio = f"{row['ratio']:.2f}" if row["meets_target"] else f"[red]{row['ratio']:.2f}[/red]"
+        table.add_row(escape(row["case"]), row["backend"], f"{row['mirror_ms']:.3g}", escape(row["native"]), f"{row['native_ms']:.3g}", ratio)
+    console.print(table)
+    for row in document["targets"]["bandwidth"]:
+        console.print(
+            f"{escape(row['case'])}: {row['backend']} {escape(row['implementation'])} ({row['mode']}) "
+            f"reaches {row['efficiency']:.0%} of the copy bandwidth",
+            highlight=False,
+        )
+    for record in document["records"]:
+        if record["status"] in PROBLEMS:
+            console.print(
+                f"[red]{record['status'].upper()}[/red] {record['backend']}/{escape(str(record.get('implementation')))}/"
+                f"{record.get('mode')}/{escape(str(record.get('case')))}: {escape(short_detail(record.get('detail', '')))}",
+                highlight=False,
+            )
+    console.print(f"wall time {document['run']['wall_seconds']:.0f} s")
