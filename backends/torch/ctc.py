@@ -127,13 +127,16 @@ def ctc_loss(
     z = torch.where(frame_valid[:, :, None], z, 0.0)
     log_probs = torch.log_softmax(z, dim=-1)
     emissions = log_probs.gather(2, extended[:, None, :].expand(batch, frames, extended.shape[1]))
+    # One unbind, not emissions[:, t] in the loop: the backward of each indexing
+    # would write a zero tensor of the full (B, T, 2S + 1) shape, T times over.
+    emissions_per_frame = emissions.unbind(1)
 
     # Start from a virtual frame -1 in state 0, so frame 0 may enter states 0 and 1.
     states = torch.arange(extended.shape[1], device=device)
     alpha = torch.where(states == 0, 0.0, NEG_INF).to(work_dtype).expand(batch, -1)
     for t in range(frames):
         jump = torch.where(skip, _shift_right(alpha, 2), NEG_INF)
-        current = _logaddexp(alpha, _shift_right(alpha, 1), jump) + emissions[:, t]
+        current = _logaddexp(alpha, _shift_right(alpha, 1), jump) + emissions_per_frame[t]
         alpha = torch.where(frame_valid[:, t, None], current, alpha)
     if frames == 0:
         # No frame reaches alpha. Adding the empty sum (exactly 0) keeps the loss
