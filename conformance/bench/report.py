@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -380,7 +381,8 @@ def print_summary(document: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    # Wide enough for the case names when stdout is a file or a pipe, where rich would assume 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title="mirrors against natives (forward + backward, best mode of each)")
     for column in ("case", "backend", "mirror ms", "fastest native", "native ms", "ratio"):
         table.add_column(column)
