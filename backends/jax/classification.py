@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +41,76 @@ def _reduce(per_item, reduction: str, denominator=None):
     return jnp.where(denominator > 0, total / safe, 0)
 
 
+def _statistics_and_residuals(z, targets, class_weight, weighted_sum):
+    """Compute ``_row_statistics`` and also return the row shift, exp(z - shift) and its row sums."""
+    # Shift by the row maximum, or by 0 where it is not finite (a row of -inf).
+    top = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    exps = jnp.exp(z - top)
+    totals = jnp.sum(exps, axis=-1)
+    lse = top[..., 0] + jnp.log(totals)
+    target_log_probs = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0] - lse
+    logit_sums = None
+    if weighted_sum:
+        # A zero weight gives 0 even at a -inf logit (0 log 0 = 0).
+        weighted = z if class_weight is None else jnp.where(class_weight == 0, 0, class_weight * z)
+        logit_sums = jnp.sum(weighted, axis=-1)
+    return (lse, target_log_probs, logit_sums), (top, exps, totals)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _row_statistics(z, targets, counted, class_weight, weighted_sum):
+    """Return lse(z), log p_y = z_y - lse(z) and, when weighted_sum, sum_c w_c z_c (else None), each of shape z.shape[:-1].
+
+    z is (..., C) logits in the compute dtype, targets the class ids (0 at rows
+    not counted) and counted a bool mask. class_weight None means all ones.
+    Rows not counted may contain -inf or NaN. Their statistics are then
+    meaningless, so the caller masks them out, and their gradient is zero.
+
+    The VJP is g_lse p + g_y (onehot(y) - p) + g_s w. It forms this as
+    (p - onehot(y)) (g_lse - g_y) + onehot(y) g_lse + g_s w, so p_y - 1 is taken
+    before any product. Autodiff would form p_y (g_lse - g_y) + g_y instead,
+    which loses the z-loss term of a row whose p_y rounds to 1. Under jit the
+    VJP is one elementwise pass over exp(z - max), which XLA keeps from the
+    forward, and the same pass zeroes the rows not counted. Eager, the forward
+    keeps nothing of size (N, C) and the backward recomputes exp(z - max).
+    """
+    return _statistics_and_residuals(z, targets, class_weight, weighted_sum)[0]
+
+
+def _row_statistics_forward(z, targets, counted, class_weight, weighted_sum):
+    statistics, (top, exps, totals) = _statistics_and_residuals(z, targets, class_weight, weighted_sum)
+    if not isinstance(z, jax.core.Tracer):
+        # Eager: drop exp(z - max), so only the logits stay alive until the backward.
+        exps = None
+    return statistics, (z, top, exps, totals, targets, counted, class_weight)
+
+
+def _row_statistics_backward(weighted_sum, residuals, cotangents):
+    z, top, exps, totals, targets, counted, class_weight = residuals
+    lse_grad, target_grad, sum_grad = cotangents
+    row_scale = lse_grad - target_grad
+    if exps is not None:
+        is_target = jnp.arange(z.shape[-1]) == targets[..., None]
+        gradient = (exps / totals[..., None] - is_target) * row_scale[..., None]
+        gradient = gradient + jnp.where(is_target, lse_grad[..., None], 0)
+    else:
+        # p (g_lse - g_y) everywhere, then the target entries set to (p_y - 1)(g_lse - g_y) + g_lse.
+        gradient = jnp.exp(z - top) * (row_scale / totals)[..., None]
+        target_probs = jnp.exp(jnp.take_along_axis(z, targets[..., None], axis=-1) - top)[..., 0] / totals
+        target_entries = (*jnp.indices(targets.shape, sparse=True), targets)
+        gradient = gradient.at[target_entries].set((target_probs - 1) * row_scale + lse_grad)
+    if weighted_sum:
+        gradient = gradient + sum_grad[..., None] * (1 if class_weight is None else class_weight)
+    # Rows not counted get zero whatever their logits. An eager call whose rows are all counted skips this pass.
+    if exps is not None or not bool(np.all(np.asarray(counted))):
+        gradient = jnp.where(counted[..., None], gradient, 0)
+    return gradient, None, None, None
+
+
+_row_statistics.defvjp(_row_statistics_forward, _row_statistics_backward)
+
+
 def cross_entropy(
     logits,
     targets,
@@ -63,51 +135,54 @@ def cross_entropy(
     work_dtype = compute_dtype(out_dtype)
     num_classes = logits.shape[-1]
     z = logits.astype(work_dtype)
-    if weight is None:
-        class_weight = jnp.ones(num_classes, work_dtype)
-    else:
+    class_weight = None
+    if weight is not None:
         class_weight = jax.lax.stop_gradient(weight).astype(work_dtype)
         values = concrete(weight)
         if values is not None and values.size:
             require_nonnegative_weight(float(values.min()), float(values.max()))
 
-    if target_kind == "index":
-        # Compare in the widest integer dtype JAX allows (int64 with jax_enable_x64):
-        # ignore_index would wrap around in a narrower one.
-        targets = targets.astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
-        counted = targets != ignore_index
-        values = concrete(targets)
-        if values is not None:
-            kept = values[values != ignore_index]
-            require_class_targets_in_range(
-                int(kept.min()) if kept.size else None,
-                int(kept.max()) if kept.size else None,
-                num_classes,
-                ignore_index,
-            )
-        safe_targets = jnp.where(counted, targets, 0)
-        target_weight = jnp.where(counted, class_weight[safe_targets], 0).astype(work_dtype)
-        onehot = jax.nn.one_hot(safe_targets, num_classes, dtype=work_dtype)
-        coefficients = (1.0 - label_smoothing) * onehot * target_weight[..., None]
-        coefficients = coefficients + (label_smoothing / num_classes) * class_weight * counted[..., None]
-        denominator = jnp.sum(target_weight)
-    else:
-        counted = jnp.ones(z.shape[:-1], dtype=bool)
+    if target_kind == "probability":
+        # Every row is counted, and the mean divides by the number of rows.
         probabilities = (1.0 - label_smoothing) * targets.astype(work_dtype) + label_smoothing / num_classes
-        coefficients = probabilities * class_weight
-        denominator = jnp.asarray(counted.size, work_dtype)
+        coefficients = probabilities if class_weight is None else probabilities * class_weight
+        log_probs = jax.nn.log_softmax(z, axis=-1)
+        per_row = -jnp.sum(jnp.where(coefficients == 0, 0, coefficients * log_probs), axis=-1)
+        if z_loss:
+            per_row = per_row + z_loss * jax.nn.logsumexp(z, axis=-1) ** 2
+        denominator = jnp.asarray(per_row.size, work_dtype)
+        return _reduce(per_row, reduction, denominator).astype(out_dtype)
 
-    # Zero the logits of ignored rows first, so -inf there cannot reach the gradient.
-    z = jnp.where(counted[..., None], z, 0)
-    log_probs = jax.nn.log_softmax(z, axis=-1)
+    # Compare in the widest integer dtype JAX allows (int64 with jax_enable_x64):
+    # ignore_index would wrap around in a narrower one.
+    targets = targets.astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+    counted = targets != ignore_index
+    values = concrete(targets)
+    if values is not None:
+        kept = values[values != ignore_index]
+        require_class_targets_in_range(
+            int(kept.min()) if kept.size else None,
+            int(kept.max()) if kept.size else None,
+            num_classes,
+            ignore_index,
+        )
+    safe_targets = jnp.where(counted, targets, 0)
+    if class_weight is None:
+        target_weight = counted.astype(work_dtype)
+        weight_total = float(num_classes)
+    else:
+        target_weight = jnp.where(counted, class_weight[safe_targets], 0).astype(work_dtype)
+        weight_total = jnp.sum(class_weight)
 
-    terms = jnp.where(coefficients == 0, 0, coefficients * log_probs)
-    per_row = -jnp.sum(terms, axis=-1)
+    lse, target_log_probs, logit_sums = _row_statistics(z, safe_targets, counted, class_weight, bool(label_smoothing))
+    # -(1 - eps) w_y log p_y - (eps / C) sum_c w_c log p_c, with log p = z - lse and 0 log 0 = 0.
+    per_row = -(1.0 - label_smoothing) * jnp.where(target_weight == 0, 0, target_weight * target_log_probs)
+    if label_smoothing:
+        per_row = per_row - (label_smoothing / num_classes) * (logit_sums - weight_total * lse)
     if z_loss:
-        lse = jax.nn.logsumexp(z, axis=-1)
-        per_row = per_row + z_loss * jnp.where(counted, lse**2, 0)
-
-    return _reduce(per_row, reduction, denominator).astype(out_dtype)
+        per_row = per_row + z_loss * lse**2
+    per_row = jnp.where(counted, per_row, 0)
+    return _reduce(per_row, reduction, jnp.sum(target_weight)).astype(out_dtype)
 
 
 def mse(predictions, targets, *, reduction: str = "mean"):
@@ -161,11 +236,8 @@ def causal_lm_cross_entropy(logits, labels, *, ignore_index: int = -100, shift: 
         )
     safe_labels = jnp.where(counted, labels, 0)
 
-    # Zero the logits of positions that are not counted first, so -inf there cannot reach the gradient.
-    z = jnp.where(counted[..., None], logits.astype(work_dtype), 0)
-    target_logits = jnp.take_along_axis(z, safe_labels[..., None], axis=-1)[..., 0]
-    per_token = jax.nn.logsumexp(z, axis=-1) - target_logits
-    total = jnp.sum(jnp.where(counted, per_token, 0))
+    _, target_log_probs, _ = _row_statistics(logits.astype(work_dtype), safe_labels, counted, None, False)
+    total = jnp.sum(jnp.where(counted, -target_log_probs, 0))
 
     if item_count is None:
         count = jnp.sum(counted).astype(work_dtype)

@@ -37,6 +37,88 @@ def _reduce(per_item: tf.Tensor, reduction: str, denominator: tf.Tensor | None =
     return tf.math.divide_no_nan(total, denominator)
 
 
+def _eager_gradient(z, targets, lse_grad, target_grad):
+    """Compute (p - onehot(y)) (g_lse - g_y) + onehot(y) g_lse eagerly, with at most two (N, C) tensors alive.
+
+    p comes from one softmax kernel, and its row sums (1 up to the kernel's
+    rounding) are divided out. One scatter sets the target entries, which are
+    computed from N values.
+    """
+    num_classes = z.shape[-1]
+    rows = tf.reshape(z, [-1, num_classes])
+    flat_targets = tf.reshape(targets, [-1])
+    row_scale = tf.reshape(lse_grad - target_grad, [-1])
+    probabilities = tf.nn.softmax(rows, axis=-1)
+    sums = tf.reduce_sum(probabilities, axis=-1)
+    target_probabilities = tf.gather(probabilities, flat_targets, batch_dims=1) / sums
+    result = probabilities * (row_scale / sums)[:, None]
+    del probabilities
+    target_values = (target_probabilities - 1.0) * row_scale + tf.reshape(lse_grad, [-1])
+    indices = tf.stack([tf.range(tf.size(flat_targets, out_type=flat_targets.dtype)), flat_targets], axis=-1)
+    result = tf.tensor_scatter_nd_update(result, indices, target_values)
+    return tf.reshape(result, tf.shape(z))
+
+
+def _row_statistics(z, targets, counted, class_weight=None, weighted_sum=False):
+    """Return lse(z), log p_y = z_y - lse(z) and, when weighted_sum, sum_c w_c z_c (else None), each of shape z.shape[:-1].
+
+    z is (..., C) logits in the compute dtype, targets the int64 class ids (0 at
+    rows not counted) and counted a bool mask. class_weight None means all ones.
+    Rows not counted may contain -inf or NaN. Their statistics are then
+    meaningless, so the caller masks them out, and their gradient is zero.
+
+    The gradient is g_lse p + g_y (onehot(y) - p) + g_s w. It is formed as
+    (p - onehot(y)) (g_lse - g_y) + onehot(y) g_lse + g_s w, so p_y - 1 is taken
+    before any product. Autodiff would form p_y (g_lse - g_y) + g_y instead,
+    which loses the z-loss term of a row whose p_y rounds to 1. Under XLA the
+    gradient is one elementwise pass over exp(z - max), kept from the forward,
+    and the same pass zeroes the rows not counted. Eager, the forward keeps
+    nothing of size (N, C) and the backward starts from one softmax.
+    """
+    num_classes = z.shape[-1]
+    zero = tf.zeros([], z.dtype)
+
+    @tf.custom_gradient
+    def statistics(z):
+        # Shift by the row maximum, or by 0 where it is not finite (a row of -inf).
+        top = tf.stop_gradient(tf.reduce_max(z, axis=-1, keepdims=True))
+        top = tf.where(tf.math.is_finite(top), top, zero)
+        exps = tf.exp(z - top)
+        totals = tf.reduce_sum(exps, axis=-1)
+        lse = top[..., 0] + tf.math.log(totals)
+        target_log_probs = tf.gather(z, targets, batch_dims=len(targets.shape)) - lse
+        outputs = [lse, target_log_probs]
+        if weighted_sum:
+            # A zero weight gives 0 even at a -inf logit (0 log 0 = 0).
+            weighted = z if class_weight is None else tf.where(tf.equal(class_weight, 0.0), zero, class_weight * z)
+            outputs.append(tf.reduce_sum(weighted, axis=-1))
+        # Traced, XLA keeps exp(z - max) for the backward. Eager, it is freed here,
+        # and the backward recomputes p (see _eager_gradient).
+        residuals = {} if eager() else {"exps": exps, "totals": totals}
+        del exps
+
+        def gradient(*cotangents):
+            lse_grad, target_grad = (tf.zeros_like(lse) if c is None else c for c in cotangents[:2])
+            if residuals:
+                is_target = tf.equal(tf.range(num_classes, dtype=targets.dtype), targets[..., None])
+                row_scale = (lse_grad - target_grad)[..., None]
+                result = (residuals["exps"] / residuals["totals"][..., None] - tf.cast(is_target, z.dtype)) * row_scale
+                result += tf.where(is_target, lse_grad[..., None], zero)
+            else:
+                result = _eager_gradient(z, targets, lse_grad, target_grad)
+            if weighted_sum and cotangents[2] is not None:
+                result += cotangents[2][..., None] * (1.0 if class_weight is None else class_weight)
+            # Rows not counted get zero whatever their logits. An eager call whose rows are all counted skips this pass.
+            if residuals or not bool(tf.reduce_all(counted)):
+                result = tf.where(counted[..., None], result, zero)
+            return result
+
+        return tuple(outputs), gradient
+
+    lse, target_log_probs, *logit_sums = statistics(z)
+    return lse, target_log_probs, (logit_sums[0] if weighted_sum else None)
+
+
 def cross_entropy(
     logits,
     targets,
@@ -61,50 +143,53 @@ def cross_entropy(
     work_dtype = compute_dtype(out_dtype)
     num_classes = logits.shape[-1]
     z = tf.cast(logits, work_dtype)
-    if weight is None:
-        class_weight = tf.ones([num_classes], work_dtype)
-    else:
+    zero = tf.zeros([], work_dtype)
+    class_weight = None
+    if weight is not None:
         class_weight = tf.stop_gradient(tf.cast(weight, work_dtype))
         if eager() and num_classes:
             require_nonnegative_weight(float(tf.reduce_min(class_weight)), float(tf.reduce_max(class_weight)))
 
-    if target_kind == "index":
-        # Compare in int64: ignore_index would wrap around in a narrower integer dtype.
-        targets = tf.cast(targets, tf.int64)
-        counted = tf.not_equal(targets, tf.constant(ignore_index, tf.int64))
-        if eager():
-            kept = tf.boolean_mask(tf.reshape(targets, [-1]), tf.reshape(counted, [-1]))
-            has_kept = int(tf.size(kept)) > 0
-            require_class_targets_in_range(
-                int(tf.reduce_min(kept)) if has_kept else None,
-                int(tf.reduce_max(kept)) if has_kept else None,
-                num_classes,
-                ignore_index,
-            )
-        safe_targets = tf.where(counted, targets, tf.zeros_like(targets))
-        target_weight = tf.where(counted, tf.gather(class_weight, safe_targets), tf.zeros([], work_dtype))
-        onehot = tf.one_hot(safe_targets, num_classes, dtype=work_dtype)
-        counted_float = tf.cast(counted, work_dtype)[..., None]
-        coefficients = (1.0 - label_smoothing) * onehot * target_weight[..., None]
-        coefficients = coefficients + (label_smoothing / num_classes) * class_weight * counted_float
-        denominator = tf.reduce_sum(target_weight)
-    else:
-        counted = tf.ones(tf.shape(z)[:-1], dtype=tf.bool)
+    if target_kind == "probability":
+        # Every row is counted, and the mean divides by the number of rows.
         probabilities = (1.0 - label_smoothing) * tf.cast(targets, work_dtype) + label_smoothing / num_classes
-        coefficients = probabilities * class_weight
-        denominator = tf.cast(tf.size(counted), work_dtype)
+        coefficients = probabilities if class_weight is None else probabilities * class_weight
+        log_probs = tf.nn.log_softmax(z, axis=-1)
+        per_row = -tf.reduce_sum(tf.where(tf.equal(coefficients, 0.0), zero, coefficients * log_probs), axis=-1)
+        if z_loss:
+            per_row = per_row + z_loss * tf.square(tf.reduce_logsumexp(z, axis=-1))
+        denominator = tf.cast(tf.size(per_row), work_dtype)
+        return tf.cast(_reduce(per_row, reduction, denominator), out_dtype)
 
-    # Zero the logits of ignored rows first, so -inf there cannot reach the gradient.
-    z = tf.where(counted[..., None], z, tf.zeros([], work_dtype))
-    log_probs = tf.nn.log_softmax(z, axis=-1)
+    # Compare in int64: ignore_index would wrap around in a narrower integer dtype.
+    targets = tf.cast(targets, tf.int64)
+    counted = tf.not_equal(targets, tf.constant(ignore_index, tf.int64))
+    if eager():
+        kept = tf.boolean_mask(tf.reshape(targets, [-1]), tf.reshape(counted, [-1]))
+        has_kept = int(tf.size(kept)) > 0
+        require_class_targets_in_range(
+            int(tf.reduce_min(kept)) if has_kept else None,
+            int(tf.reduce_max(kept)) if has_kept else None,
+            num_classes,
+            ignore_index,
+        )
+    safe_targets = tf.where(counted, targets, tf.zeros_like(targets))
+    if class_weight is None:
+        target_weight = tf.cast(counted, work_dtype)
+        weight_total = float(num_classes)
+    else:
+        target_weight = tf.where(counted, tf.gather(class_weight, safe_targets), zero)
+        weight_total = tf.reduce_sum(class_weight)
 
-    terms = tf.where(tf.equal(coefficients, 0.0), tf.zeros_like(log_probs), coefficients * log_probs)
-    per_row = -tf.reduce_sum(terms, axis=-1)
+    lse, target_log_probs, logit_sums = _row_statistics(z, safe_targets, counted, class_weight, bool(label_smoothing))
+    # -(1 - eps) w_y log p_y - (eps / C) sum_c w_c log p_c, with log p = z - lse and 0 log 0 = 0.
+    per_row = -(1.0 - label_smoothing) * tf.where(tf.equal(target_weight, 0.0), zero, target_weight * target_log_probs)
+    if label_smoothing:
+        per_row = per_row - (label_smoothing / num_classes) * (logit_sums - weight_total * lse)
     if z_loss:
-        lse = tf.reduce_logsumexp(z, axis=-1)
-        per_row = per_row + z_loss * tf.where(counted, tf.square(lse), tf.zeros_like(lse))
-
-    return tf.cast(_reduce(per_row, reduction, denominator), out_dtype)
+        per_row = per_row + z_loss * tf.square(lse)
+    per_row = tf.where(counted, per_row, zero)
+    return tf.cast(_reduce(per_row, reduction, tf.reduce_sum(target_weight)), out_dtype)
 
 
 def mse(predictions, targets, *, reduction: str = "mean"):
@@ -158,12 +243,9 @@ def causal_lm_cross_entropy(logits, labels, *, ignore_index: int = -100, shift: 
         )
     safe_labels = tf.where(counted, labels, tf.zeros_like(labels))
 
-    # Zero the logits of positions that are not counted first, so -inf there cannot reach the gradient.
     zero = tf.zeros([], work_dtype)
-    z = tf.where(counted[..., None], tf.cast(logits, work_dtype), zero)
-    target_logits = tf.gather(z, safe_labels, batch_dims=2)
-    per_token = tf.reduce_logsumexp(z, axis=-1) - target_logits
-    total = tf.reduce_sum(tf.where(counted, per_token, zero))
+    _, target_log_probs, _ = _row_statistics(tf.cast(logits, work_dtype), safe_labels, counted)
+    total = tf.reduce_sum(tf.where(counted, -target_log_probs, zero))
 
     if item_count is None:
         # divide_no_nan: no counted token gives 0 with zero gradient (the spec's convention).
