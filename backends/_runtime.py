@@ -103,6 +103,9 @@ class BaseRuntime:
         """
         return None
 
+    # What a reader of the benchmark must know about this framework's peak resident set on CPU.
+    resident_set_caveat = ""
+
     def device_copy_bandwidth(self) -> dict | None:
         """Measure an accelerator's device-to-device copy bandwidth (read plus write bytes), or return None on CPU."""
         return None

@@ -17,6 +17,10 @@ DTYPES = {
 
 class Runtime(BaseRuntime):
     name = "tensorflow"
+    resident_set_caveat = (
+        "a lower bound: TensorFlow's oneDNN allocator keeps freed blocks for reuse, so memory it had freed "
+        "earlier does not raise the peak again (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 changes that, and the timings with it)"
+    )
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)

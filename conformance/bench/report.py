@@ -389,7 +389,8 @@ def print_summary(document: dict) -> None:
     for row in document["targets"]["mirror_vs_native"]:
         ratio = f"{row['ratio']:.2f}" if row["meets_target"] else f"[red]{row['ratio']:.2f}[/red]"
         table.add_row(escape(row["case"]), row["backend"], f"{row['mirror_ms']:.3g}", escape(row["native"]), f"{row['native_ms']:.3g}", ratio)
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     for row in document["targets"]["bandwidth"]:
         console.print(
             f"{escape(row['case'])}: {row['backend']} {escape(row['implementation'])} ({row['mode']}) "

@@ -160,7 +160,8 @@ def _memory_probe(runtime):
     reason = ResidentSetProbe.unavailable_reason()
     if reason:
         return None, f"not measured: {reason}", False
-    return ResidentSetProbe(), ResidentSetProbe.method, False
+    method = ResidentSetProbe.method + (f"; {runtime.resident_set_caveat}" if runtime.resident_set_caveat else "")
+    return ResidentSetProbe(), method, False
 
 
 def run(args) -> int:
