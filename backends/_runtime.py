@@ -35,6 +35,8 @@ class BaseRuntime:
 
     def __init__(self, device: str = "cpu"):
         self.device = device
+        # True asks the compiler for kernels specialised to each input shape (the benchmark sets it).
+        self.static_shapes = False
         self._compiled: dict[object, Callable] = {}
         # The worker's float64 reference of the case about to be evaluated. Only
         # a runtime that evaluates the spec itself (numpy) uses it.
@@ -96,15 +98,13 @@ class BaseRuntime:
         The benchmark calls it before it stops a timer.
         """
 
-    def device_memory(self) -> tuple[str, Callable[[], None], Callable[[], int]] | None:
-        """Return (how it is measured, reset the peak, read the peak in bytes) for an accelerator, else None.
+    def device_memory(self) -> tuple[str, Callable[[], None] | None, Callable[[], int] | None] | None:
+        """Return (how it is measured, reset the peak, read the peak in bytes) from the framework's allocator, or None.
 
-        On CPU the benchmark measures the process's peak resident set instead.
+        With None the benchmark measures the process's peak resident set. With
+        no reset function, the first item says why memory is not measured.
         """
         return None
-
-    # What a reader of the benchmark must know about this framework's peak resident set on CPU.
-    resident_set_caveat = ""
 
     def device_copy_bandwidth(self) -> dict | None:
         """Measure an accelerator's device-to-device copy bandwidth (read plus write bytes), or return None on CPU."""

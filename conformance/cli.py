@@ -213,8 +213,9 @@ def command_run(args) -> int:
 
     command = "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    # SIGTERM takes the same path as Ctrl-C, so the runner stops its workers on the way out.
+    # SIGTERM and SIGHUP (a closed terminal) take the same path as Ctrl-C, so the runner stops its workers on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
         with _Progress(backends, show_progress) as progress:
             result = run_backends(
@@ -319,8 +320,9 @@ def _print_summary(document, result, out_dir) -> None:
 def command_bench(args) -> int:
     from .bench.command import command_bench as run_bench
 
-    # SIGTERM takes the same path as Ctrl-C, so the runner stops the worker on the way out.
+    # SIGTERM and SIGHUP (a closed terminal) take the same path as Ctrl-C, so the runner stops the worker on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
     return run_bench(
         args,
         usage_error=UsageError,
@@ -364,10 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="time every implementation, forward and forward plus backward, and write perf.json, perf.md and plots",
+        description="Time every implementation of the preset's losses (mirrors and built-ins), forward and forward "
+        "plus backward, eager and compiled, one backend process at a time, with peak memory and the machine's copy "
+        "bandwidth. A full run of the device's preset without --out replaces results/<environment-id>/perf.* and "
+        "the README's benchmark link; any other run writes only to --out. Exit status: 0, 1 when an implementation "
+        "raised, crashed or hung, 2 on a usage error, 130 when interrupted.",
     )
     bench.add_argument("--backend", action="append", help="torch, jax, tensorflow or all (default all); repeatable or comma-separated")
     bench.add_argument("--loss", action="append", help="loss name(s) of the preset to time (default all of them)")
-    bench.add_argument("--preset", default="cpu", help="cpu, gpu or smoke: the shapes, dtypes and repeats (default cpu)")
+    bench.add_argument("--preset", help="cpu, gpu or smoke: the shapes, dtypes and repeats (default: the --device name)")
     bench.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
     bench.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
     bench.add_argument(

@@ -82,12 +82,6 @@ class Runtime(BaseRuntime):
     def device_memory(self):
         if self.device != "gpu":
             return None
-        device = self.jax_device
-
-        # NOTE: JAX has no call that resets the peak, so a reading is the largest
-        # allocation since the process started, not only the last call's.
-        return (
-            "jax Device.memory_stats()['peak_bytes_in_use']: peak since the process started, inputs counted",
-            lambda: None,
-            lambda: int(device.memory_stats()["peak_bytes_in_use"]),
-        )
+        # Device.memory_stats() has a peak but no call that resets it, so a reading
+        # would be the largest allocation since the process started.
+        return ("JAX has no call that resets the peak of its GPU allocator", None, None)

@@ -78,7 +78,7 @@ class Runtime(BaseRuntime):
     def compiled_value_and_vjp(self, function, float_names):
         # torch.compile captures the loss; AOTAutograd compiles its backward too.
         # The autograd.grad call around it stays in Python.
-        return self.value_and_vjp(torch.compile(function, fullgraph=True), float_names)
+        return self.value_and_vjp(self._compile(function), float_names)
 
     def forward(self, function, float_names):
         step = super().forward(function, float_names)
@@ -90,7 +90,13 @@ class Runtime(BaseRuntime):
         return step_without_autograd
 
     def compiled_forward(self, function, float_names):
-        return self.forward(torch.compile(function, fullgraph=True), float_names)
+        return self.forward(self._compile(function), float_names)
+
+    def _compile(self, function):
+        # Every bound implementation shares one code object, so Dynamo would
+        # switch to symbolic shapes once a second shape arrives; the benchmark
+        # asks for kernels specialised to each shape instead.
+        return torch.compile(function, fullgraph=True, dynamic=False if self.static_shapes else None)
 
     def synchronize(self, outputs) -> None:
         if self.torch_device.type == "cuda":

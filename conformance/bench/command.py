@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +52,8 @@ def _worker_command(preset: str, losses: tuple[str, ...], modes: tuple[str, ...]
 
 def _resolve(args, usage_error, split, choose):
     """Check the command line and return (backends, losses, modes, preset, filtered)."""
+    if args.preset is None:
+        args.preset = args.device
     preset = PRESETS.get(args.preset)
     if preset is None:
         raise usage_error(f"unknown --preset {args.preset!r}; expected one of: {', '.join(PRESETS)}")
@@ -59,13 +63,19 @@ def _resolve(args, usage_error, split, choose):
         raise usage_error("--backend numpy is the float64 reference spec and is not benchmarked; expected torch, jax, tensorflow or all")
     backends = choose("backend", requested_backends, known, BENCH_BACKENDS)
     preset_losses = tuple(dict.fromkeys(case.loss for case in preset.cases))
+    outside = [name for name in split(args.loss) if name not in preset_losses and name != "all"]
+    if outside:
+        raise usage_error(
+            f"--loss {', '.join(map(repr, outside))} is not timed by the {preset.name} preset; "
+            f"expected one of: {', '.join(preset_losses)} or all"
+        )
     losses = choose("loss", split(args.loss), preset_losses, preset_losses)
     modes = choose("mode", split(args.mode), MODES, MODES)
     if not 0 < args.timeout < float("inf"):
         raise usage_error(f"--timeout {args.timeout} is invalid; expected a positive, finite number of seconds")
     if args.seed < 0:
         raise usage_error(f"--seed {args.seed} is invalid; expected a non-negative integer")
-    filtered = bool(args.loss or args.mode) or set(backends) != set(BENCH_BACKENDS)
+    filtered = set(losses) != set(preset_losses) or set(modes) != set(MODES) or set(backends) != set(BENCH_BACKENDS)
     return list(backends), losses, modes, preset, filtered
 
 
@@ -94,9 +104,11 @@ def command_bench(args, *, usage_error, split, choose, require_writable_folder, 
     started = time.monotonic()
     try:
         print("lossparity: measuring memory bandwidth and exp throughput", file=sys.stderr, flush=True)
-        machine = {"bandwidth": copy_bandwidth(), "exp": exp_throughput()}
+        machine = {"load_average_before": os.getloadavg(), "bandwidth": copy_bandwidth(), "exp": exp_throughput()}
         show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
-        with progress_class(backends, show_progress) as progress:
+        # An empty torch.compile cache for this run, so the first calls include the whole compilation.
+        with tempfile.TemporaryDirectory(prefix="lossparity-inductor-") as cache, progress_class(backends, show_progress) as progress:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
             result = run_backends(
                 backends,
                 None,
@@ -106,6 +118,7 @@ def command_bench(args, *, usage_error, split, choose, require_writable_folder, 
                 on_progress=progress.update,
                 worker_command=_worker_command(preset.name, losses, modes, args.device, args.seed),
             )
+        machine["load_average_after"] = os.getloadavg()
     except KeyboardInterrupt:
         print("lossparity: interrupted; the workers were stopped and no results were written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -140,11 +153,21 @@ def command_bench(args, *, usage_error, split, choose, require_writable_folder, 
     }
     device_bandwidths = [run.environment.get("device_bandwidth") for run in result.backends.values()]
     device_bandwidths = [bandwidth for bandwidth in device_bandwidths if bandwidth]
-    if args.device == "gpu" and device_bandwidths:
-        # On a GPU the logits live in device memory, so efficiency is against the device's copy bandwidth.
+    if args.device == "gpu":
+        # On a GPU the logits live in device memory, so efficiency is against the
+        # device's copy bandwidth, and without it no efficiency is given.
         machine["host_bandwidth"] = machine["bandwidth"]
-        machine["bandwidth"] = {**max(device_bandwidths, key=lambda bandwidth: bandwidth["best_gb_per_s"]), "copy_bytes": 2**30}
+        machine["bandwidth"] = max(device_bandwidths, key=lambda bandwidth: bandwidth["best_gb_per_s"], default=None)
     report.annotate(document)
+    problems = [record for record in result.records if record["status"] in report.PROBLEMS]
+    measured = [record for record in result.records if record["status"] == "ok"]
+    if publish and (problems or not measured or any(run.unavailable for run in result.backends.values())):
+        print(
+            "lossparity: the published tables are not replaced, because this run has errors, crashes, timeouts "
+            "or backends that did not run (pass --out DIR to keep it)",
+            file=sys.stderr,
+        )
+        out_dir = None
     if out_dir is not None:
         paths = report.write(document, out_dir)
         if publish:
@@ -153,7 +176,6 @@ def command_bench(args, *, usage_error, split, choose, require_writable_folder, 
         print(f"lossparity: wrote {', '.join(str(path) for path in paths.values())}", file=sys.stderr)
     report.print_summary(document)
 
-    problems = [record for record in result.records if record["status"] in ("error", "crash", "timeout")]
     if not result.records:
         print("lossparity: no backend produced a measurement; see the reasons above", file=sys.stderr)
         return EXIT_FAILURES

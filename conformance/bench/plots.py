@@ -14,7 +14,7 @@ def _grouped(records, value):
     cases = list(dict.fromkeys(case for case, _, _ in best))
     series = defaultdict(lambda: [None] * len(cases))
     for (case, backend, implementation), record in best.items():
-        label = f"{backend}: {implementation}"
+        label = f"{backend}: {implementation} ({record['mode']})"
         series[label][cases.index(case)] = value(record)
     return cases, dict(sorted(series.items()))
 
@@ -42,6 +42,8 @@ def write_plots(document: dict, out_dir: Path) -> tuple[list[Path], str]:
     except ImportError:
         return [], "not drawn, because matplotlib is not installed (it comes with the lossparity[bench] extra)"
 
+    for stale in out_dir.glob("perf-*.png"):
+        stale.unlink()  # A plot that this run does not draw must not survive from an earlier one.
     records = document["records"]
     losses = list(dict.fromkeys(record["loss"] for record in records if record["status"] == "ok"))
     if not losses:

@@ -166,10 +166,19 @@ def _pairwise_cases(dtype: str, sizes: tuple[int, ...]) -> tuple[BenchCase, ...]
     return tuple(bradley_terry_case(size, dtype) for size in sizes) + tuple(dpo_case(size, dtype) for size in sizes)
 
 
+TORCH_CTC_COMPILED = Skip(
+    "torch",
+    "lossparity",
+    "compiled",
+    "ctc_loss",
+    "torch.compile unrolls the mirror's Python loop over T: at T = 256, C = 32 the first calls took 221 s "
+    "(forward) and 244 s (forward and backward) with torch 2.13 on 2 CPU cores, and the time grows with T",
+)
+
 CPU = Preset(
     "cpu",
     "float32 on a small CPU (2 cores, 24 GiB): cross-entropy up to N = 1024 x V = 256000, "
-    "pairwise losses on 4096 pairs, CTC at B = 8, T = 256",
+    "Bradley-Terry and DPO on 1 pair (the per-call overhead) and 4096 pairs, CTC at B = 8, T = 256",
     (
         cross_entropy_case(2048, 32000, "float32", "peaked"),
         cross_entropy_case(1024, 32000, "float32", "peaked"),
@@ -182,16 +191,7 @@ CPU = Preset(
         ctc_case(8, 256, 32, 64, "float32"),
         ctc_case(8, 256, 256, 64, "float32"),
     ),
-    skips=(
-        Skip(
-            "torch",
-            "lossparity",
-            "compiled",
-            "ctc_loss",
-            "torch.compile unrolls the mirror's Python loop over T: at T = 256, C = 32 the first calls took 221 s "
-            "(forward) and 244 s (forward and backward) with torch 2.13 on 2 cores, more than this preset's whole budget",
-        ),
-    ),
+    skips=(TORCH_CTC_COMPILED,),
 )
 
 GPU = Preset(
@@ -208,6 +208,7 @@ GPU = Preset(
         ctc_case(32, 512, 256, 128, "float32"),
     ),
     Repeats(warmup=2, minimum=10, maximum=200, seconds=0.5),
+    skips=(TORCH_CTC_COMPILED,),
 )
 
 # Tiny shapes for the tests: every code path of the benchmark in seconds.

@@ -37,7 +37,11 @@ def _peak_bytes(record: dict, backends: dict) -> int | None:
     if extra is None:
         return None
     counts_inputs = backends.get(record["backend"], {}).get("memory_counts_inputs")
-    return extra if counts_inputs else extra + record.get("input_bytes", 0)
+    if counts_inputs:
+        # The inputs are live during the call. TensorFlow's CPU allocator does not
+        # count tensors of a few KiB, so its reading can fall below them.
+        return max(extra, record.get("input_bytes", 0))
+    return extra + record.get("input_bytes", 0)
 
 
 def annotate(document: dict) -> None:
@@ -46,7 +50,8 @@ def annotate(document: dict) -> None:
     Also store the target tables under document["targets"].
     """
     records = [record for record in document["records"] if _ok(record)]
-    bandwidth = document["machine"]["bandwidth"]["best_gb_per_s"] * 1e9
+    measured_bandwidth = document["machine"]["bandwidth"]
+    bandwidth = measured_bandwidth["best_gb_per_s"] * 1e9 if measured_bandwidth else None
     by_case = defaultdict(list)
     for record in records:
         by_case[record["case"]].append(record)
@@ -62,7 +67,7 @@ def annotate(document: dict) -> None:
 
     for record in records:
         seconds = _median_seconds(record, "forward_backward")
-        if record.get("min_bytes") and seconds:
+        if record.get("min_bytes") and seconds and bandwidth:
             record["gb_per_s_by_min_bytes"] = round(record["min_bytes"] / seconds / 1e9, 3)
             record["efficiency"] = round(record["min_bytes"] / seconds / bandwidth, 4)
         peak = _peak_bytes(record, document["backends"])
@@ -178,8 +183,28 @@ def _yes_no(value: bool) -> str:
 
 def _header_lines(document: dict) -> list[str]:
     environment, run, machine = document["environment"], document["run"], document["machine"]
-    bandwidth, exp = machine["bandwidth"], machine["exp"]
+    bandwidth, exp = machine["bandwidth"] or {}, machine["exp"]
     repeats = run["repeats"]
+    if bandwidth:
+        bandwidth_cell = f"{bandwidth['best_gb_per_s']:.1f} GB/s (median {bandwidth['median_gb_per_s']:.1f})"
+        bandwidth_line = f"- Bandwidth: {bandwidth['method']}, best of {bandwidth['repeats']}."
+        if "one_thread_best_gb_per_s" in bandwidth:
+            bandwidth_line += f" One thread alone copies {bandwidth['one_thread_best_gb_per_s']:.1f} GB/s."
+    else:
+        bandwidth_cell = "not measured"
+        bandwidth_line = "- Bandwidth: no backend measured the GPU's copy bandwidth, so no efficiency is given."
+    load_before, load_after = machine.get("load_average_before"), machine.get("load_average_after")
+    load_line = []
+    if load_before and load_after:
+        load_line = [
+            f"- Load average (1, 5, 15 min) before the run {', '.join(f'{value:.2f}' for value in load_before)}, "
+            f"after it {', '.join(f'{value:.2f}' for value in load_after)}."
+            + (
+                " **The machine was busy before the run, so other work shared the cores and the times are inflated.**"
+                if load_before[0] > 0.5
+                else ""
+            )
+        ]
     lines = [
         f"# Benchmark: {environment['environment_id']}",
         "",
@@ -190,10 +215,10 @@ def _header_lines(document: dict) -> list[str]:
         "",
         "| CPU | cores | copy bandwidth | exp throughput |",
         "|---|---:|---:|---:|",
-        f"| {environment['cpu']} | {environment['cpu_count']} | {bandwidth['best_gb_per_s']:.1f} GB/s "
-        f"(median {bandwidth['median_gb_per_s']:.1f}) | {exp['per_thread_per_s'] / 1e9:.2f} G exp/s per thread |",
+        f"| {environment['cpu']} | {environment['cpu_count']} | {bandwidth_cell} | {exp['per_thread_per_s'] / 1e9:.2f} G exp/s per thread |",
         "",
-        f"- Bandwidth: {bandwidth['method']}, best of {bandwidth['repeats']}.",
+        bandwidth_line,
+        *load_line,
         "- Efficiency is the minimal traffic of a cross-entropy forward and backward, N V (s_in + s_grad) bytes",
         "  (read the logits once, write their gradient once), divided by the median time and by this bandwidth.",
         f"- Exp throughput: {exp['method']}."
@@ -214,8 +239,9 @@ def _header_lines(document: dict) -> list[str]:
         "  the forward-plus-backward median by the fastest one of the same case in this run, over every backend and mode.",
         "- Forward: the loss with no gradient recorded (`torch.no_grad` for PyTorch). Forward plus backward: the loss and",
         "  its vector-Jacobian product with a cotangent of ones, with respect to every differentiable float input.",
-        "- Compiled: `torch.compile(fullgraph=True)`, `jax.jit`, `tf.function(jit_compile=True)`. The first call",
-        "  (compilation plus one execution) is listed separately and is not in the medians.",
+        "- Compiled: `torch.compile(fullgraph=True, dynamic=False)`, `jax.jit`, `tf.function(jit_compile=True)`. The",
+        "  first call is listed separately and is not in the medians. Compiled, it is the compilation from an empty",
+        "  torch.compile cache (fresh for each run) plus one execution; eager, it includes one-time set-up.",
         "- Peak memory is that of one forward-plus-backward call with the inputs counted, measured per backend as follows:",
     ]
     for name, backend in document["backends"].items():
@@ -366,7 +392,7 @@ def update_readme_link(readme: Path, document: dict, markdown_path: Path) -> Non
     block = [LINK_START, f"Benchmark tables and plots: [{link}]({link}), made by `{document['run']['command']}`."]
     if best:
         block.append(
-            f"The fastest cross-entropy at N = 1024, V = 128256, float32 ({best['backend']} {best['implementation']}, "
+            f"The fastest {best['case']} ({best['backend']} {best['implementation']}, "
             f"{best['mode']}) moves {best['gb_per_s_by_min_bytes']:.1f} GB/s by its minimal traffic: "
             f"{best['efficiency']:.0%} of this machine's measured copy bandwidth."
         )

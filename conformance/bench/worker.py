@@ -14,6 +14,7 @@ import argparse
 import fnmatch
 import gc
 import json
+import os
 import sys
 import time
 import traceback
@@ -84,8 +85,13 @@ class CaseTensors:
                 name: self.runtime.to_tensor(array, None) for name, array in self.present.items() if name not in self.float_names
             }
             self.input_bytes = _input_bytes(self.inputs, case.dtype)
-            # The NumPy copies are no longer needed and would inflate the resident set.
-            self.present = {name: None for name in self.present}
+            # The NumPy arrays would inflate the resident set, so unsupported() gets
+            # stand-ins of the same shape and dtype that own no memory.
+            self.inputs = {
+                name: None if array is None else np.broadcast_to(np.zeros((), array.dtype), array.shape)
+                for name, array in self.inputs.items()
+            }
+            self.present = None
             self.case = case
         return self
 
@@ -154,14 +160,15 @@ def _known_failure(entries, unit: BenchUnit):
 def _memory_probe(runtime):
     """Return (probe or None, how memory is measured, whether a reading already counts the inputs)."""
     device = runtime.device_memory()
+    if device is not None and device[1] is None:
+        return None, f"not measured: {device[0]}", False
     if device is not None:
         probe = DeviceProbe(*device)
         return probe, probe.method, True
     reason = ResidentSetProbe.unavailable_reason()
     if reason:
         return None, f"not measured: {reason}", False
-    method = ResidentSetProbe.method + (f"; {runtime.resident_set_caveat}" if runtime.resident_set_caveat else "")
-    return ResidentSetProbe(), method, False
+    return ResidentSetProbe(), ResidentSetProbe.method, False
 
 
 def run(args) -> int:
@@ -173,6 +180,7 @@ def run(args) -> int:
         out.flush()
 
     implementations, runtime = backend_loader.load(args.backend, args.device)
+    runtime.static_shapes = True
     unavailable = runtime.unavailable_reason()
     probe, memory_method, inputs_in_peak = _memory_probe(runtime)
     emit(
@@ -195,9 +203,13 @@ def run(args) -> int:
     known_failures = backend_loader.known_failures(args.backend)
     started = time.perf_counter()
     compile_seconds = 0.0
+    parent = os.getppid()
     for index, unit in enumerate(units):
         if index < args.skip:
             continue
+        if os.getppid() != parent:
+            # The runner was killed without stopping this worker; nobody reads the results any more.
+            return 1
         case = unit.case
         header = {
             "loss": case.loss,
