@@ -183,13 +183,15 @@ def test_resident_set_probe_sees_allocation():
 def test_bench_rejects_numpy():
     result = run_lossparity("bench", "--backend", "numpy", "--preset", "smoke", "--out", "/nonexistent-lossparity-out")
     assert result.returncode == 2, format_result(result)
-    assert "numpy" in result.stderr and "reference" in result.stderr
+    assert "numpy" in result.stderr
+    assert "reference" in result.stderr
 
 
 def test_bench_rejects_unknown_preset():
     result = run_lossparity("bench", "--preset", "huge", "--out", "/nonexistent-lossparity-out")
     assert result.returncode == 2, format_result(result)
-    assert "'huge'" in result.stderr and "cpu" in result.stderr
+    assert "'huge'" in result.stderr
+    assert "cpu" in result.stderr
 
 
 def test_bench_survives_crashing_backend(tmp_path):
