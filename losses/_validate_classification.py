@@ -1,11 +1,12 @@
 """Input validation for the token-level losses, shared by the spec and every mirror.
 
-These cover ``causal_lm_cross_entropy``, ``kl_divergence`` and
-``binary_cross_entropy_with_logits``. Like the validators in ``_checks``, they
-take TensorInfo facts and option values, so the NumPy spec and the PyTorch,
-TensorFlow and JAX mirrors raise the same exception type with the same message
-for the same bad input. Checks on tensor values (label ranges, negative
-probabilities) take Python numbers that the mirrors compute only in eager mode.
+These cover ``causal_lm_cross_entropy``, ``kl_divergence``,
+``binary_cross_entropy_with_logits`` and ``linear_cross_entropy``. Like the
+validators in ``_checks``, they take TensorInfo facts and option values, so the
+NumPy spec and the PyTorch, TensorFlow and JAX mirrors raise the same exception
+type with the same message for the same bad input. Checks on tensor values
+(label ranges, negative probabilities) take Python numbers that the mirrors
+compute only in eager mode.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ._checks import (
     require_int64_ignore_index,
     require_same_shape,
     require_shape,
+    validate_cross_entropy,
 )
 from ._validate_preference import require_bool_option
 
@@ -157,3 +159,59 @@ def validate_binary_cross_entropy(
             require_floating(name, info.dtype_name, info.is_floating)
             require_broadcastable(name, info.shape, "logits", logits.shape)
     require_choice("reduction", reduction, REDUCTIONS)
+
+
+def validate_linear_cross_entropy(
+    hidden: TensorInfo,
+    weight: TensorInfo,
+    targets: TensorInfo,
+    bias: TensorInfo | None,
+    *,
+    ignore_index: object,
+    label_smoothing: object,
+    z_loss: object,
+    reduction: object,
+    chunk_size: object,
+) -> TensorInfo:
+    """Validate linear_cross_entropy's arguments; return the facts of the logits hidden @ weight.T + bias would have.
+
+    hidden is (..., H), weight (V, H) and bias (V,), all of one floating dtype
+    (every framework's matmul requires that), and targets are integer class ids
+    of shape hidden.shape[:-1]. Probability targets are not part of this loss.
+    """
+    require_floating("hidden", hidden.dtype_name, hidden.is_floating)
+    if len(hidden.shape) < 1:
+        raise ValueError(f"hidden has shape {format_shape(hidden.shape)} with rank 0; expected rank >= 1 (the hidden axis is last)")
+    require_floating("weight", weight.dtype_name, weight.is_floating)
+    if len(weight.shape) != 2:
+        raise ValueError(
+            f"weight has shape {format_shape(weight.shape)} with rank {len(weight.shape)}; expected rank 2 (vocabulary, hidden)"
+        )
+    hidden_size = hidden.shape[-1]
+    if weight.shape[1] != hidden_size:
+        raise ValueError(
+            f"weight has shape {format_shape(weight.shape)} but hidden has shape {format_shape(hidden.shape)}; "
+            f"expected weight.shape[1] == hidden.shape[-1] == {hidden_size}"
+        )
+    vocab_size = weight.shape[0]
+    if vocab_size < 1:
+        raise ValueError(f"weight has shape {format_shape(weight.shape)}; expected at least one class on axis 0")
+    if weight.dtype_name != hidden.dtype_name:
+        raise TypeError(f"weight has dtype {weight.dtype_name} but hidden has dtype {hidden.dtype_name}; expected one dtype for both")
+    require_integer("targets", targets.dtype_name, targets.is_integer)
+    require_shape("targets", targets.shape, hidden.shape[:-1], "integer class ids: hidden.shape without the hidden axis")
+    if bias is not None:
+        require_floating("bias", bias.dtype_name, bias.is_floating)
+        require_shape("bias", bias.shape, (vocab_size,), "one bias per class: weight.shape[0]")
+        if bias.dtype_name != hidden.dtype_name:
+            raise TypeError(f"bias has dtype {bias.dtype_name} but hidden has dtype {hidden.dtype_name}; expected one dtype for both")
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+            raise TypeError(f"chunk_size={chunk_size!r} has type {type(chunk_size).__name__}; expected a Python int or None")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} is invalid; expected a positive number of tokens per chunk or None")
+    logits = TensorInfo(hidden.shape[:-1] + (vocab_size,), hidden.dtype_name, "f")
+    validate_cross_entropy(
+        logits, targets, None, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction
+    )
+    return logits

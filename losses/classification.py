@@ -24,6 +24,7 @@ from ._validate_classification import (
     validate_binary_cross_entropy,
     validate_causal_lm_cross_entropy,
     validate_kl_divergence,
+    validate_linear_cross_entropy,
     validate_num_items_in_batch,
 )
 
@@ -36,6 +37,8 @@ __all__ = [
     "cross_entropy_grad",
     "kl_divergence",
     "kl_divergence_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_grad",
     "mse",
     "mse_grad",
 ]
@@ -216,6 +219,103 @@ def cross_entropy_grad(
     grads = {"logits": grad_logits}
     if target_kind == "probability":
         grads["targets"] = -(1.0 - label_smoothing) * class_weight * log_probs * row_scale[..., None]
+    return grads
+
+
+# Linear cross-entropy ---------------------------------------------------------
+
+
+def _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size):
+    """Validate linear_cross_entropy's arguments and return the float64 logits hidden @ weight.T + bias."""
+    validate_linear_cross_entropy(
+        tensor_info("hidden", hidden),
+        tensor_info("weight", weight),
+        tensor_info("targets", targets),
+        None if bias is None else tensor_info("bias", bias),
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        reduction=reduction,
+        chunk_size=chunk_size,
+    )
+    logits = as_float64(hidden) @ as_float64(weight).T
+    return logits if bias is None else logits + as_float64(bias)
+
+
+def linear_cross_entropy(
+    hidden,
+    weight,
+    targets,
+    *,
+    bias=None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    chunk_size=None,
+):
+    """Cross-entropy of the logits hidden @ weight.T + bias: an LLM's output head and its loss in one call.
+
+    The value is ``cross_entropy(hidden @ weight.T + bias, targets, ...)`` with
+    the same options and conventions (integer targets only, no class weights).
+    The spec forms the (..., V) logits in float64. The mirrors never hold them
+    whole: they take the rows chunk_size tokens at a time.
+
+    Args:
+        hidden: floating array (..., H), one hidden state per token.
+        weight: floating array (V, H), the output embedding, in hidden's dtype.
+        targets: integer class ids of shape hidden.shape[:-1].
+        bias: optional floating array (V,) in hidden's dtype.
+        ignore_index, label_smoothing, z_loss, reduction: as in ``cross_entropy``.
+        chunk_size: tokens per chunk in the mirrors, a positive int, or None for
+            the mirror's default. It is validated here and never changes the value.
+
+    Returns:
+        float64 array: per-token losses of shape hidden.shape[:-1] for "none",
+        else a 0-d array.
+    """
+    logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
+    return cross_entropy(logits, targets, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction)
+
+
+def linear_cross_entropy_grad(
+    hidden,
+    weight,
+    targets,
+    *,
+    bias=None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    chunk_size=None,
+    cotangent=1.0,
+):
+    """Return the gradient of sum(cotangent * linear_cross_entropy(...)).
+
+    With G the gradient of the cross-entropy with respect to the logits
+    (``cross_entropy_grad``), flattened to (N, V), and X the hidden states
+    flattened to (N, H): d/dhidden = G W, d/dweight = G^T X and d/dbias = the
+    column sums of G. Keys: "hidden", "weight", and "bias" when a bias is given.
+    """
+    logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
+    grad_logits = cross_entropy_grad(
+        logits,
+        targets,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        reduction=reduction,
+        cotangent=cotangent,
+    )["logits"]
+    hidden = as_float64(hidden)
+    flat_grad = grad_logits.reshape(-1, grad_logits.shape[-1])
+    grads = {
+        "hidden": grad_logits @ as_float64(weight),
+        "weight": flat_grad.T @ hidden.reshape(-1, hidden.shape[-1]),
+    }
+    if bias is not None:
+        grads["bias"] = flat_grad.sum(axis=0)
     return grads
 
 
@@ -531,6 +631,16 @@ register(
         tensor_args=("logits", "targets", "weight"),
         differentiable=("logits", "targets"),
         summary="softmax cross-entropy with class weights, ignore_index, label smoothing and z-loss",
+    )
+)
+register(
+    LossSpec(
+        name="linear_cross_entropy",
+        function=linear_cross_entropy,
+        gradient=linear_cross_entropy_grad,
+        tensor_args=("hidden", "weight", "targets", "bias"),
+        differentiable=("hidden", "weight", "bias"),
+        summary="cross-entropy of hidden @ weight.T + bias, computed by the mirrors in chunks of tokens",
     )
 )
 register(

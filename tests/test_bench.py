@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conformance.bench import report
+from conformance.bench.presets import LINEAR_REPEATS
 from conformance.bench.measure import ResidentSetProbe
 from tests.fault_backend import CRASH_EXIT_STATUS
 from tests.test_cli import format_result, run_lossparity
@@ -58,11 +59,27 @@ def test_smoke_timings_consistent(smoke):
     for record in document["records"]:
         if record["status"] != "ok":
             continue
-        for part in ("forward", "forward_backward"):
+        # Linear cross-entropy cases time forward plus backward only, with their own repeat count.
+        linear = record["loss"] == "linear_cross_entropy"
+        parts = ("forward_backward",) if linear else ("forward", "forward_backward")
+        for part in parts:
             timing = record[part]
-            assert timing["repeats"] == 3, f"{record['case']} {record['implementation']} {part}: {timing}"
+            expected_repeats = LINEAR_REPEATS.minimum if linear else 3
+            assert timing["repeats"] == expected_repeats, f"{record['case']} {record['implementation']} {part}: {timing}"
             assert 0 < timing["p20_ms"] <= timing["median_ms"] <= timing["p80_ms"], f"{part} percentiles out of order: {timing}"
-        assert record["first_call_seconds"]["forward"] > 0
+        for part in parts:
+            assert record["first_call_seconds"][part] > 0
+        if linear:
+            assert "forward" not in record, "a linear cross-entropy case timed the forward pass alone"
+
+
+def test_smoke_linear_rows(smoke):
+    _, _, document = smoke
+    rows = document["targets"]["linear"]
+    assert {row["backend"] for row in rows} == {"torch", "jax", "tensorflow"}
+    for row in rows:
+        assert row["time_ratio"] == pytest.approx(row["mirror_ms"] / row["native_ms"], rel=0.1)
+        assert row["floor_mib"] == pytest.approx((16 + 40) * 8 * 4 / 2**20, abs=0.1)
 
 
 def test_smoke_memory_fields(smoke):
@@ -168,6 +185,41 @@ def test_annotate_derived_numbers():
     (bandwidth,) = document["targets"]["bandwidth"]
     assert bandwidth["implementation"] == "native-a"
     assert bandwidth["efficiency"] == 1.0
+
+
+def test_annotate_linear_rows():
+    case = "linear_cross_entropy N=2 H=3 V=5 float32 normal"
+    common = {"loss": "linear_cross_entropy", "dims": {"N": 2, "H": 3, "V": 5}, "logits_bytes": None, "min_bytes": None, "gradient_bytes": 1000}
+    document = {
+        "machine": {"bandwidth": {"best_gb_per_s": 1.0}},
+        "backends": {"jax": {"memory_counts_inputs": False}, "tensorflow": {"memory_counts_inputs": True}},
+        "records": [
+            _record(case, "jax", "lossparity", "mirror", "eager", 1200.0, **common, memory={"forward_backward_bytes": 1400}),
+            _record(case, "jax", "unchunked", "native", "eager", 1000.0, **common, memory={"forward_backward_bytes": 7000}),
+            # TensorFlow's reading includes the 100 input bytes.
+            _record(case, "tensorflow", "lossparity", "mirror", "compiled", 2600.0, **common, memory={"forward_backward_bytes": 1100}),
+            _record(case, "tensorflow", "unchunked", "native", "compiled", 2000.0, **common, memory={"forward_backward_bytes": 3100}),
+        ],
+    }
+    report.annotate(document)
+
+    assert document["targets"]["mirror_vs_native"] == []
+    jax_row, tensorflow_row = document["targets"]["linear"]
+    assert jax_row["time_ratio"] == 1.2
+    assert jax_row["meets_time_target"] is True
+    assert jax_row["memory_reduction"] == 5.0
+    assert jax_row["meets_memory_target"] is True
+    assert jax_row["peak_to_floor"] == 1.4
+    assert jax_row["meets_floor_target"] is True
+    assert tensorflow_row["time_ratio"] == 1.3
+    assert tensorflow_row["meets_time_target"] is True
+    # (3100 - 100) / (1100 - 100): the inputs are taken out of both peaks.
+    assert tensorflow_row["memory_reduction"] == 3.0
+    assert tensorflow_row["meets_memory_target"] is False
+    assert tensorflow_row["peak_to_floor"] == 1.0
+    table = "\n".join(report._linear_target_lines(document["targets"]["linear"]))
+    assert "| 1.30 | yes |" in table
+    assert "### Linear cross-entropy against the unchunked composition" in table
 
 
 def test_resident_set_probe_sees_allocation():

@@ -160,6 +160,8 @@ def test_every_spec_has_gradient_test():
     # gradient, and test_spec_advantages.py checks that their gradient is empty.
     covered |= {"causal_lm_cross_entropy", "kl_divergence", "binary_cross_entropy_with_logits", "ctc_loss"}
     covered |= {"ppo_policy_loss", "value_loss", "kl_penalty", "entropy_from_logits", "gae", "grpo_advantages"}
+    # test_spec_linear_ce.py checks linear_cross_entropy.
+    covered |= {"linear_cross_entropy"}
 
     assert set(SPECS) == covered
 

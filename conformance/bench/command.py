@@ -131,6 +131,11 @@ def command_bench(args, *, usage_error, split, choose, require_writable_folder, 
             "preset": preset.name,
             "preset_description": preset.description,
             "repeats": vars(preset.repeats),
+            "case_notes": {
+                case.name: case.note
+                for case in preset.cases
+                if case.note and case.loss in losses
+            },
             "losses": list(losses),
             "modes": list(modes),
             "seed": args.seed,

@@ -40,6 +40,13 @@ class BenchCase:
     vocabulary, B batch, T frames, C classes, S target length, P pairs).
     ``logits_elements`` is N x V for the cross-entropy cases, from which the
     report derives the logits' size and the minimal traffic N V (s_in + s_grad).
+    ``gradient_elements`` is (N + V) H for linear cross-entropy: the two
+    gradients it must write, its memory floor.
+
+    A case can narrow what the preset measures, with the reason in ``note``:
+    ``modes`` limits the modes, ``repeats`` replaces the preset's repeat policy,
+    and ``time_forward=False`` times only forward plus backward (the output
+    must then be a scalar, whose cotangent is 1).
     """
 
     loss: str
@@ -48,6 +55,11 @@ class BenchCase:
     distribution: str
     build: Callable[[np.random.Generator], tuple[dict, dict]] = field(repr=False, compare=False)
     logits_elements: int | None = None
+    gradient_elements: int | None = None
+    modes: tuple[str, ...] | None = None
+    repeats: Repeats | None = None
+    time_forward: bool = True
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -64,7 +76,13 @@ class BenchCase:
     @property
     def min_bytes(self) -> int | None:
         """Bytes a forward and backward pass must move at least: read the logits once, write their gradient once."""
-        return None if self.logits_bytes is None else 2 * self.logits_bytes
+        if self.loss != "cross_entropy" or self.logits_bytes is None:
+            return None
+        return 2 * self.logits_bytes
+
+    @property
+    def gradient_bytes(self) -> int | None:
+        return None if self.gradient_elements is None else self.gradient_elements * ITEM_BYTES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,39 @@ def cross_entropy_case(tokens: int, vocab: int, dtype: str, distribution: str) -
         return {"logits": logits, "targets": targets, "weight": None}, {}
 
     return BenchCase("cross_entropy", {"N": tokens, "V": vocab}, dtype, distribution, build, tokens * vocab)
+
+
+# A forward and backward pass of linear cross-entropy at the large CPU shape
+# takes seconds (6 N H V = 1.6 TFLOP at N = 2048, H = 1024, V = 128256), so its
+# cases are timed twice after the first call, and forward plus backward only:
+# it is a training loss, and the TensorFlow mirror forms the gradients in its
+# forward pass anyway.
+LINEAR_REPEATS = Repeats(warmup=1, minimum=2, maximum=2, seconds=0.0)
+LINEAR_NOTE = "forward plus backward only, two timed calls after the first one, because one call takes seconds"
+
+
+def linear_cross_entropy_case(tokens: int, hidden: int, vocab: int, dtype: str, modes: tuple[str, ...] | None = None, note: str = "") -> BenchCase:
+    def build(rng):
+        hidden_states = rng.standard_normal((tokens, hidden), dtype=np.float32)
+        # Scaled so that the logits have a standard deviation of about 2, like a trained head's.
+        weight = rng.standard_normal((vocab, hidden), dtype=np.float32)
+        weight *= 2.0 / np.sqrt(hidden)
+        targets = rng.integers(0, vocab, size=tokens)
+        return {"hidden": hidden_states, "weight": weight, "targets": targets, "bias": None}, {}
+
+    return BenchCase(
+        "linear_cross_entropy",
+        {"N": tokens, "H": hidden, "V": vocab},
+        dtype,
+        "normal",
+        build,
+        logits_elements=tokens * vocab,
+        gradient_elements=(tokens + vocab) * hidden,
+        modes=modes,
+        repeats=LINEAR_REPEATS,
+        time_forward=False,
+        note=f"{LINEAR_NOTE}; {note}" if note else LINEAR_NOTE,
+    )
 
 
 def bradley_terry_case(pairs: int, dtype: str) -> BenchCase:
@@ -178,7 +229,8 @@ TORCH_CTC_COMPILED = Skip(
 CPU = Preset(
     "cpu",
     "float32 on a small CPU (2 cores, 24 GiB): cross-entropy up to N = 1024 x V = 256000, "
-    "Bradley-Terry and DPO on 1 pair (the per-call overhead) and 4096 pairs, CTC at B = 8, T = 256",
+    "Bradley-Terry and DPO on 1 pair (the per-call overhead) and 4096 pairs, CTC at B = 8, T = 256, "
+    "linear cross-entropy at N = 1024, H = 2048, V = 32000 and N = 2048, H = 1024, V = 128256",
     (
         cross_entropy_case(2048, 32000, "float32", "peaked"),
         cross_entropy_case(1024, 32000, "float32", "peaked"),
@@ -190,6 +242,16 @@ CPU = Preset(
         *_pairwise_cases("float32", (1, 4096)),
         ctc_case(8, 256, 32, 64, "float32"),
         ctc_case(8, 256, 256, 64, "float32"),
+        linear_cross_entropy_case(1024, 2048, 32000, "float32"),
+        linear_cross_entropy_case(
+            2048,
+            1024,
+            128256,
+            "float32",
+            modes=("eager",),
+            note="eager only: one forward and backward pass takes about 15 s on 2 cores, and both modes of six "
+            "implementations would add 12 minutes to the run; the compiled modes are measured at N = 1024, H = 2048, V = 32000",
+        ),
     ),
     skips=(TORCH_CTC_COMPILED,),
 )
@@ -197,7 +259,8 @@ CPU = Preset(
 GPU = Preset(
     "gpu",
     "one large GPU: bfloat16 cross-entropy up to N = 32768 x V = 256000 and a float32 variant, "
-    "pairwise losses up to 65536 pairs, CTC at B = 32, T = 512",
+    "pairwise losses up to 65536 pairs, CTC at B = 32, T = 512, bfloat16 linear cross-entropy at "
+    "(H, V) = (2304, 256000), (4096, 128256) and (3584, 152064) for N = 8192 and 32768",
     (
         *(cross_entropy_case(tokens, vocab, "bfloat16", "peaked") for tokens in (4096, 16384) for vocab in (32000, 128256, 151936, 256000)),
         cross_entropy_case(32768, 128256, "bfloat16", "peaked"),
@@ -206,6 +269,7 @@ GPU = Preset(
         cross_entropy_case(8192, 128256, "float32", "peaked"),
         *_pairwise_cases("float32", (1, 4096, 65536)),
         ctc_case(32, 512, 256, 128, "float32"),
+        *(linear_cross_entropy_case(tokens, hidden, vocab, "bfloat16") for tokens in (8192, 32768) for hidden, vocab in ((2304, 256000), (4096, 128256), (3584, 152064))),
     ),
     Repeats(warmup=2, minimum=10, maximum=200, seconds=0.5),
     skips=(TORCH_CTC_COMPILED,),
@@ -220,6 +284,7 @@ SMOKE = Preset(
         cross_entropy_case(8, 50, "float32", "normal"),
         *_pairwise_cases("float32", (16,)),
         ctc_case(2, 12, 5, 3, "float32"),
+        linear_cross_entropy_case(16, 8, 40, "float32"),
     ),
     Repeats(warmup=1, minimum=3, maximum=3, seconds=0.0),
 )

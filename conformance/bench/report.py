@@ -18,6 +18,12 @@ MIRROR_RATIO_TARGET = 1.25
 BANDWIDTH_TARGET = 0.5
 MEMORY_TARGET = 3.0
 BANDWIDTH_SHAPE = {"N": 1024, "V": 128256}
+# Linear cross-entropy against the unchunked composition of the same framework:
+# forward plus backward within 1.3x its time, a peak above the inputs at least
+# 4x smaller, and within 1.5x of the floor (N + V) H s, the two gradients.
+LINEAR_TIME_TARGET = 1.3
+LINEAR_MEMORY_REDUCTION_TARGET = 4.0
+LINEAR_FLOOR_TARGET = 1.5
 MIB = 2**20
 
 
@@ -71,15 +77,20 @@ def annotate(document: dict) -> None:
             record["gb_per_s_by_min_bytes"] = round(record["min_bytes"] / seconds / 1e9, 3)
             record["efficiency"] = round(record["min_bytes"] / seconds / bandwidth, 4)
         peak = _peak_bytes(record, document["backends"])
-        if peak is not None:
-            record["peak_bytes"] = peak
-            if record.get("logits_bytes"):
-                record["peak_to_logits"] = round(peak / record["logits_bytes"], 3)
+        if peak is None:
+            continue
+        record["peak_bytes"] = peak
+        if record["loss"] == "cross_entropy" and record.get("logits_bytes"):
+            record["peak_to_logits"] = round(peak / record["logits_bytes"], 3)
+        if record.get("gradient_bytes"):
+            record["peak_above_inputs_bytes"] = max(0, peak - record.get("input_bytes", 0))
+            record["peak_to_floor"] = round(record["peak_above_inputs_bytes"] / record["gradient_bytes"], 3)
 
     document["targets"] = {
         "mirror_vs_native": _mirror_vs_native(records),
         "bandwidth": _bandwidth_rows(records),
         "memory": _memory_rows(records),
+        "linear": _linear_rows(records),
     }
 
 
@@ -101,7 +112,8 @@ def _mirror_vs_native(records: list[dict]) -> list[dict]:
     best = best_modes(records)
     rows = []
     for (case, backend, implementation), mirror in best.items():
-        if mirror["kind"] != "mirror":
+        # Linear cross-entropy has its own table, against the unchunked composition mode by mode.
+        if mirror["kind"] != "mirror" or mirror["loss"] == "linear_cross_entropy":
             continue
         natives = [
             record for (other_case, other_backend, _), record in best.items()
@@ -165,6 +177,42 @@ def _memory_rows(records: list[dict]) -> list[dict]:
                 "meets_target": record["peak_to_logits"] <= MEMORY_TARGET,
             }
         )
+    return rows
+
+
+def _linear_rows(records: list[dict]) -> list[dict]:
+    """Return, per case, backend and mode, the linear cross-entropy mirror against each native of that mode."""
+    rows = []
+    for mirror in records:
+        if mirror["loss"] != "linear_cross_entropy" or mirror["kind"] != "mirror" or not mirror.get("forward_backward"):
+            continue
+        for native in records:
+            same_unit = (native["case"], native["backend"], native["mode"]) == (mirror["case"], mirror["backend"], mirror["mode"])
+            if not same_unit or native["kind"] != "native" or not native.get("forward_backward"):
+                continue
+            time_ratio = _median_seconds(mirror, "forward_backward") / _median_seconds(native, "forward_backward")
+            row = {
+                "case": mirror["case"],
+                "backend": mirror["backend"],
+                "mode": mirror["mode"],
+                "native": native["implementation"],
+                "mirror_ms": round(_median_seconds(mirror, "forward_backward") * 1e3, 1),
+                "native_ms": round(_median_seconds(native, "forward_backward") * 1e3, 1),
+                "time_ratio": round(time_ratio, 3),
+                "meets_time_target": time_ratio <= LINEAR_TIME_TARGET,
+                "floor_mib": round(mirror["gradient_bytes"] / MIB, 1),
+            }
+            if "peak_above_inputs_bytes" in mirror and "peak_above_inputs_bytes" in native:
+                mirror_peak, native_peak = mirror["peak_above_inputs_bytes"], native["peak_above_inputs_bytes"]
+                row.update(
+                    mirror_peak_mib=round(mirror_peak / MIB, 1),
+                    native_peak_mib=round(native_peak / MIB, 1),
+                    memory_reduction=round(native_peak / mirror_peak, 3) if mirror_peak else None,
+                    peak_to_floor=mirror["peak_to_floor"],
+                )
+                row["meets_memory_target"] = bool(mirror_peak) and native_peak / mirror_peak >= LINEAR_MEMORY_REDUCTION_TARGET
+                row["meets_floor_target"] = mirror["peak_to_floor"] <= LINEAR_FLOOR_TARGET
+            rows.append(row)
     return rows
 
 
@@ -298,6 +346,37 @@ def _target_lines(document: dict) -> list[str]:
             f"| {row['case']} | {row['backend']} | {row['mode']} | {row['peak_mib']:.0f} MiB | {row['peak_to_logits']:.2f} | "
             f"{_yes_no(row['meets_target'])} |"
         )
+    lines += _linear_target_lines(targets.get("linear", []))
+    return lines
+
+
+def _linear_target_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return [""]
+    lines = [
+        "",
+        "### Linear cross-entropy against the unchunked composition",
+        "",
+        f"Targets: forward plus backward within {LINEAR_TIME_TARGET:g}x the time of the same framework's unchunked composition",
+        f"(matrix product, then cross-entropy) in the same mode; a peak above the inputs at least {LINEAR_MEMORY_REDUCTION_TARGET:g}x",
+        f"smaller than the composition's; and within {LINEAR_FLOOR_TARGET:g}x of the floor (N + V) H s, the two gradients the call must",
+        "return. Peak above the inputs is the peak memory of one forward-plus-backward call minus the inputs' bytes.",
+        "",
+        "| case | backend | mode | mirror | unchunked | time ratio | within target | mirror peak above inputs | unchunked | reduction | within target | floor | x floor | within target |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for row in rows:
+        memory_cells = "| | | | | | "
+        if "mirror_peak_mib" in row:
+            reduction = f"{row['memory_reduction']:.1f}x" if row["memory_reduction"] is not None else "n/a"
+            memory_cells = (
+                f"| {row['mirror_peak_mib']:.0f} MiB | {row['native_peak_mib']:.0f} MiB | {reduction} | {_yes_no(row['meets_memory_target'])} | "
+                f"{row['floor_mib']:.0f} MiB | {row['peak_to_floor']:.2f} | {_yes_no(row['meets_floor_target'])} |"
+            )
+        lines.append(
+            f"| {row['case']} | {row['backend']} | {row['mode']} | {row['mirror_ms']:.0f} ms | {row['native']}: {row['native_ms']:.0f} ms | "
+            f"{row['time_ratio']:.2f} | {_yes_no(row['meets_time_target'])} " + memory_cells
+        )
     lines.append("")
     return lines
 
@@ -324,12 +403,15 @@ def _case_lines(document: dict) -> list[str]:
             ratio = record.get("ratio_to_fastest", {})
             ratio_cell = ratio.get("forward_backward", ratio.get("forward"))
             first = record["first_call_seconds"]
-            first_cell = f"{first.get('forward_backward', first['forward']):.3g}"
+            first_seconds = first.get("forward_backward", first.get("forward"))
+            first_cell = "" if first_seconds is None else f"{first_seconds:.3g}"
             memory = ""
             if "peak_bytes" in record:
                 memory = f"{record['peak_bytes'] / MIB:.0f} MiB"
                 if "peak_to_logits" in record:
                     memory += f" ({record['peak_to_logits']:.2f}x logits)"
+                if "peak_to_floor" in record:
+                    memory += f" ({record['peak_to_floor']:.2f}x floor above inputs)"
             efficiency = f"{record['efficiency']:.0%}" if "efficiency" in record else ""
             lines.append(
                 f"| {record['backend']} | {record['implementation']} | {record['kind']} | {record['mode']} | "
@@ -355,8 +437,15 @@ def _not_measured_lines(document: dict) -> list[str]:
     return lines
 
 
+def _case_note_lines(document: dict) -> list[str]:
+    notes = document["run"].get("case_notes") or {}
+    if not notes:
+        return []
+    return ["## Cases measured differently", ""] + [f"- {case}: {note}." for case, note in notes.items()] + [""]
+
+
 def markdown(document: dict, plots: list[str]) -> str:
-    lines = _header_lines(document) + _target_lines(document)
+    lines = _header_lines(document) + _target_lines(document) + _case_note_lines(document)
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(name).stem}]({name})" for name in plots] + [""]
     lines += _case_lines(document) + _not_measured_lines(document)

@@ -48,7 +48,7 @@ def plan(implementations, runtime, preset: Preset, losses_selected, modes) -> li
             if implementation.loss != case.loss or implementation.kind == "reference":
                 continue
             for mode in modes:
-                if mode in runtime.modes:
+                if mode in runtime.modes and (case.modes is None or mode in case.modes):
                     units.append(BenchUnit(case, implementation, mode))
     return units
 
@@ -117,26 +117,28 @@ def measure_unit(unit: BenchUnit, runtime, tensors: CaseTensors, probe, preset: 
         forward = runtime.compiled_forward(call, current.float_names)
         backward = runtime.compiled_value_and_vjp(call, current.float_names)
 
-    repeats = preset.repeats
-    first_forward, forward_times = time_calls(lambda: forward(floats, others), runtime.synchronize, repeats)
-    record = {
-        "status": "ok",
-        "detail": "",
-        "input_bytes": current.input_bytes,
-        "forward": forward_times,
-        "first_call_seconds": {"forward": round(first_forward, 4)},
-    }
+    repeats = case.repeats or preset.repeats
+    record = {"status": "ok", "detail": "", "input_bytes": current.input_bytes, "first_call_seconds": {}}
+    if case.time_forward:
+        first_forward, record["forward"] = time_calls(lambda: forward(floats, others), runtime.synchronize, repeats)
+        record["first_call_seconds"]["forward"] = round(first_forward, 4)
     differentiable = [name for name in current.float_names if name in spec.differentiable]
     if differentiable:
-        value = forward(floats, others)
-        runtime.synchronize(value)
-        cotangent = runtime.to_tensor(np.ones(np.shape(runtime.to_numpy(value))), case.dtype)
-        del value
+        if case.time_forward:
+            value = forward(floats, others)
+            runtime.synchronize(value)
+            cotangent = runtime.to_tensor(np.ones(np.shape(runtime.to_numpy(value))), case.dtype)
+            del value
+        else:
+            # Cases that skip the forward timing have a scalar output (see BenchCase).
+            cotangent = runtime.to_tensor(np.ones(()), case.dtype)
         first_backward, backward_times = time_calls(lambda: backward(floats, others, cotangent), runtime.synchronize, repeats)
         record["forward_backward"] = backward_times
         record["first_call_seconds"]["forward_backward"] = round(first_backward, 4)
     if probe is not None:
-        record["memory"] = {"forward_bytes": probe.measure(lambda: forward(floats, others), runtime.synchronize)}
+        record["memory"] = {}
+        if case.time_forward:
+            record["memory"]["forward_bytes"] = probe.measure(lambda: forward(floats, others), runtime.synchronize)
         if differentiable:
             record["memory"]["forward_backward_bytes"] = probe.measure(lambda: backward(floats, others, cotangent), runtime.synchronize)
     return record
@@ -224,6 +226,7 @@ def run(args) -> int:
             "device": args.device,
             "logits_bytes": case.logits_bytes,
             "min_bytes": case.min_bytes,
+            "gradient_bytes": case.gradient_bytes,
         }
         emit({"type": "start", "index": index, **header})
         unit_started = time.perf_counter()
