@@ -18,7 +18,7 @@ from conformance.bench.measure import ResidentSetProbe
 from tests.fault_backend import CRASH_EXIT_STATUS
 from tests.test_cli import format_result, run_lossparity
 
-SMOKE_LOSSES = "cross_entropy,bradley_terry_loss"
+SMOKE_LOSSES = "cross_entropy,bradley_terry_loss,linear_cross_entropy"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -198,3 +198,45 @@ NATIVES += (
         notes="element-wise; the adapter multiplies by weight and applies jnp.sum or jnp.mean",
     ),
 )
+
+
+# Linear cross-entropy -------------------------------------------------------
+
+
+def _linear_index_only(inputs, options):
+    """Return why the matmul + optax composition cannot express a linear_cross_entropy case, or None.
+
+    Here "weight" is the (V, H) output embedding, which every case has, so the
+    cross_entropy predicate's check for a class-weight tensor does not apply.
+    """
+    if (inputs["targets"] == options.get("ignore_index", -100)).any():
+        return "the built-in has no ignore_index (mask the per-example losses instead)"
+    return uses_any(inputs, options, options_set=("label_smoothing", "z_loss"))
+
+
+def linear_integer_labels_native(
+    hidden, weight, targets, *, bias=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, reduction="mean", chunk_size=None
+):
+    logits = jnp.matmul(hidden, weight.T)
+    if bias is not None:
+        logits = logits + bias
+    return _reduce(optax.softmax_cross_entropy_with_integer_labels(logits, targets), reduction)
+
+
+NATIVES += (
+    Implementation(
+        loss="linear_cross_entropy",
+        name="jnp.matmul+optax.softmax_cross_entropy_with_integer_labels",
+        kind="native",
+        function=linear_integer_labels_native,
+        unsupported=_linear_index_only,
+        differences=(
+            Difference(
+                "mean-of-empty-is-nan",
+                "jnp.mean of an empty batch is NaN; the spec returns 0.",
+                lambda inputs, options, dtype: options.get("reduction", "mean") == "mean" and inputs["targets"].size == 0,
+            ),
+        ),
+        notes="forms the whole (N, V) logits in the input dtype and ignores chunk_size; the adapter applies jnp.sum or jnp.mean",
+    ),
+)

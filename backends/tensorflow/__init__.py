@@ -3,6 +3,7 @@
 from .advantages import *  # noqa: F401,F403
 from .classification import binary_cross_entropy_with_logits, causal_lm_cross_entropy, cross_entropy, kl_divergence, mse  # noqa: F401
 from .ctc import *  # noqa: F401,F403
+from .linear import linear_cross_entropy  # noqa: F401
 from .policy import *  # noqa: F401,F403
 from .preference import *  # noqa: F401,F403
 from .ranking import *  # noqa: F401,F403

@@ -343,3 +343,60 @@ NATIVES += (
         "weight broadcast to logits' shape and passed as sample_weight; mean is sum_over_batch_size",
     ),
 )
+
+
+# Linear cross-entropy ---------------------------------------------------------
+
+
+def _linear_index_only(inputs, options):
+    """Return the reason the unchunked matmul + sparse softmax composition cannot run a linear_cross_entropy case, or None."""
+    if (inputs["targets"] == options.get("ignore_index", -100)).any():
+        return "the built-in has no ignore_index (the op raises for an out-of-range id on CPU)"
+    return uses_any(inputs, options, options_set=("label_smoothing", "z_loss"))
+
+
+def _linear_empty_mean(inputs, options, dtype) -> bool:
+    return options.get("reduction", "mean") == "mean" and inputs["targets"].size == 0
+
+
+def linear_sparse_softmax_native(
+    hidden,
+    weight,
+    targets,
+    *,
+    bias=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    z_loss=0.0,
+    reduction="mean",
+    chunk_size=None,
+):
+    # Adapter glue: hidden is flattened to (N, H) for tf.linalg.matmul and the
+    # per-token losses take targets' shape again. The (N, V) logits are formed
+    # whole, in the input dtype.
+    flat_hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
+    logits = tf.linalg.matmul(flat_hidden, weight, transpose_b=True)
+    if bias is not None:
+        logits += bias
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.reshape(targets, [-1]), logits=logits)
+    return _reduce(tf.reshape(per_example, tf.shape(targets)), reduction)
+
+
+NATIVES += (
+    Implementation(
+        loss="linear_cross_entropy",
+        name="tf.linalg.matmul+tf.nn.sparse_softmax_cross_entropy_with_logits",
+        kind="native",
+        function=linear_sparse_softmax_native,
+        unsupported=_linear_index_only,
+        differences=(
+            Difference(
+                "mean-of-empty-is-nan",
+                "tf.reduce_mean of an empty batch is NaN; the spec returns 0.",
+                _linear_empty_mean,
+            ),
+        ),
+        notes="the unchunked composition: logits = hidden @ weight.T + bias in the input dtype, then the per-example op; "
+        "the adapter applies reduce_sum or reduce_mean (in float32 for half inputs) and ignores chunk_size",
+    ),
+)

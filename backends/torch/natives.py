@@ -92,6 +92,59 @@ NATIVES = (
 )
 
 
+def _linear_zero_denominator_mean(inputs, options, dtype) -> bool:
+    """True when a mean linear cross-entropy has no counted token: every target ignored, or no tokens."""
+    # The targets are class ids, so the cross-entropy predicate reads only them and never uses hidden as logits.
+    return _zero_denominator_mean({"logits": inputs["hidden"], "targets": inputs["targets"]}, options, dtype)
+
+
+def _linear_ignored_rows_not_finite(inputs, options, dtype) -> bool:
+    """True when an ignored token's logits hidden @ weight.T + bias contain inf or NaN."""
+    ignored = inputs["targets"] == options.get("ignore_index", -100)
+    if not ignored.any():
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = inputs["hidden"][ignored] @ inputs["weight"].T
+        if inputs.get("bias") is not None:
+            logits = logits + inputs["bias"]
+    return not np.isfinite(logits).all()
+
+
+def linear_cross_entropy_native(
+    hidden, weight, targets, *, bias=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, reduction="mean", chunk_size=None
+):
+    # chunk_size only sets the mirrors' memory use: the built-ins form all (..., V) logits at once.
+    logits = torch.nn.functional.linear(hidden, weight, bias)
+    return cross_entropy_native(logits, targets, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)
+
+
+NATIVES += (
+    Implementation(
+        loss="linear_cross_entropy",
+        name="torch.nn.functional.linear+cross_entropy",
+        kind="native",
+        function=linear_cross_entropy_native,
+        unsupported=lambda inputs, options: uses_any(inputs, options, options_set=("z_loss",)),
+        differences=(
+            Difference(
+                "mean-of-nothing-is-nan",
+                "PyTorch divides by zero counted targets and returns NaN when every target is ignored "
+                "or the batch is empty; the spec returns 0.",
+                _linear_zero_denominator_mean,
+            ),
+            Difference(
+                "nonfinite-logits-in-ignored-rows",
+                "PyTorch computes log_softmax over ignored tokens too, so inf or NaN in their logits makes their "
+                "logits' gradient NaN, which reaches their hidden states' gradient and every weight column; "
+                "the spec gives those tokens a zero logits' gradient.",
+                _linear_ignored_rows_not_finite,
+            ),
+        ),
+        notes="unchunked: linear forms all (..., V) logits in the input dtype, then cross_entropy; chunk_size ignored; no z_loss option",
+    ),
+)
+
+
 # Token-level losses ---------------------------------------------------------
 
 

@@ -196,8 +196,8 @@ def _linear_rows(records: list[dict]) -> list[dict]:
                 "backend": mirror["backend"],
                 "mode": mirror["mode"],
                 "native": native["implementation"],
-                "mirror_ms": round(_median_seconds(mirror, "forward_backward") * 1e3, 1),
-                "native_ms": round(_median_seconds(native, "forward_backward") * 1e3, 1),
+                "mirror_ms": round(_median_seconds(mirror, "forward_backward") * 1e3, 3),
+                "native_ms": round(_median_seconds(native, "forward_backward") * 1e3, 3),
                 "time_ratio": round(time_ratio, 3),
                 "meets_time_target": time_ratio <= LINEAR_TIME_TARGET,
                 "floor_mib": round(mirror["gradient_bytes"] / MIB, 1),
@@ -374,7 +374,7 @@ def _linear_target_lines(rows: list[dict]) -> list[str]:
                 f"{row['floor_mib']:.0f} MiB | {row['peak_to_floor']:.2f} | {_yes_no(row['meets_floor_target'])} |"
             )
         lines.append(
-            f"| {row['case']} | {row['backend']} | {row['mode']} | {row['mirror_ms']:.0f} ms | {row['native']}: {row['native_ms']:.0f} ms | "
+            f"| {row['case']} | {row['backend']} | {row['mode']} | {row['mirror_ms']:.4g} ms | {row['native']}: {row['native_ms']:.4g} ms | "
             f"{row['time_ratio']:.2f} | {_yes_no(row['meets_time_target'])} " + memory_cells
         )
     lines.append("")
