@@ -226,7 +226,11 @@ def cross_entropy_grad(
 
 
 def _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size):
-    """Validate linear_cross_entropy's arguments and return the float64 logits hidden @ weight.T + bias."""
+    """Validate linear_cross_entropy's arguments; return the float64 hidden states and logits hidden @ weight.T + bias.
+
+    The hidden states of ignored tokens are replaced by zeros first, so inf or
+    NaN there reaches neither the value nor any gradient.
+    """
     validate_linear_cross_entropy(
         tensor_info("hidden", hidden),
         tensor_info("weight", weight),
@@ -238,8 +242,10 @@ def _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing,
         reduction=reduction,
         chunk_size=chunk_size,
     )
-    logits = as_float64(hidden) @ as_float64(weight).T
-    return logits if bias is None else logits + as_float64(bias)
+    counted = np.asarray(targets) != ignore_index
+    hidden = np.where(counted[..., None], as_float64(hidden), 0.0)
+    logits = hidden @ as_float64(weight).T
+    return hidden, logits if bias is None else logits + as_float64(bias)
 
 
 def linear_cross_entropy(
@@ -258,6 +264,9 @@ def linear_cross_entropy(
 
     The value is ``cross_entropy(hidden @ weight.T + bias, targets, ...)`` with
     the same options and conventions (integer targets only, no class weights).
+    An ignored token contributes nothing to the value or to any gradient, even
+    when its hidden state is inf or NaN: its row of the hidden gradient is 0,
+    and it is left out of the weight and bias gradients.
     The spec forms the (..., V) logits in float64. The mirrors never hold them
     whole: they take the rows chunk_size tokens at a time.
 
@@ -274,7 +283,7 @@ def linear_cross_entropy(
         float64 array: per-token losses of shape hidden.shape[:-1] for "none",
         else a 0-d array.
     """
-    logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
+    _, logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
     return cross_entropy(logits, targets, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction)
 
 
@@ -295,10 +304,10 @@ def linear_cross_entropy_grad(
 
     With G the gradient of the cross-entropy with respect to the logits
     (``cross_entropy_grad``), flattened to (N, V), and X the hidden states
-    flattened to (N, H): d/dhidden = G W, d/dweight = G^T X and d/dbias = the
-    column sums of G. Keys: "hidden", "weight", and "bias" when a bias is given.
+    flattened to (N, H) with the ignored tokens' rows set to 0: d/dhidden = G W,
+    d/dweight = G^T X and d/dbias = the column sums of G. Keys: "hidden", "weight", and "bias" when a bias is given.
     """
-    logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
+    hidden, logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
     grad_logits = cross_entropy_grad(
         logits,
         targets,
@@ -308,7 +317,6 @@ def linear_cross_entropy_grad(
         reduction=reduction,
         cotangent=cotangent,
     )["logits"]
-    hidden = as_float64(hidden)
     flat_grad = grad_logits.reshape(-1, grad_logits.shape[-1])
     grads = {
         "hidden": grad_logits @ as_float64(weight),

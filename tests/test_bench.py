@@ -144,6 +144,7 @@ def _record(case, backend, implementation, kind, mode, forward_backward_ms, **ex
         "mode": mode,
         "status": "ok",
         "dims": {"N": 1024, "V": 128256},
+        "dtype": "float32",
         "forward": timing,
         "forward_backward": timing,
         "input_bytes": 100,
@@ -188,8 +189,9 @@ def test_annotate_derived_numbers():
 
 
 def test_annotate_linear_rows():
-    case = "linear_cross_entropy N=2 H=3 V=5 float32 normal"
-    common = {"loss": "linear_cross_entropy", "dims": {"N": 2, "H": 3, "V": 5}, "logits_bytes": None, "min_bytes": None, "gradient_bytes": 1000}
+    case = "linear_cross_entropy N=2048 H=1024 V=128256 float32 normal"
+    dims = {"N": 2048, "H": 1024, "V": 128256}
+    common = {"loss": "linear_cross_entropy", "dims": dims, "logits_bytes": None, "min_bytes": None, "gradient_bytes": 1000}
     document = {
         "machine": {"bandwidth": {"best_gb_per_s": 1.0}},
         "backends": {"jax": {"memory_counts_inputs": False}, "tensorflow": {"memory_counts_inputs": True}},
@@ -218,8 +220,30 @@ def test_annotate_linear_rows():
     assert tensorflow_row["meets_memory_target"] is False
     assert tensorflow_row["peak_to_floor"] == 1.0
     table = "\n".join(report._linear_target_lines(document["targets"]["linear"]))
+    assert "| n/a |" not in table
     assert "| 1.30 | yes |" in table
     assert "### Linear cross-entropy against the unchunked composition" in table
+
+
+def test_annotate_linear_reduction_judged_at_target_shape_only():
+    dims = {"N": 1024, "H": 2048, "V": 32000}
+    common = {"loss": "linear_cross_entropy", "dims": dims, "logits_bytes": None, "min_bytes": None, "gradient_bytes": 1000}
+    case = "linear_cross_entropy N=1024 H=2048 V=32000 float32 normal"
+    document = {
+        "machine": {"bandwidth": None},
+        "backends": {"torch": {"memory_counts_inputs": False}},
+        "records": [
+            _record(case, "torch", "lossparity", "mirror", "eager", 1000.0, **common, memory={"forward_backward_bytes": 1100}),
+            _record(case, "torch", "unchunked", "native", "eager", 1000.0, **common, memory={"forward_backward_bytes": 1500}),
+        ],
+    }
+    report.annotate(document)
+
+    (row,) = document["targets"]["linear"]
+    assert row["memory_reduction"] == 1.364
+    assert "meets_memory_target" not in row
+    assert row["meets_floor_target"] is True
+    assert "| n/a |" in "\n".join(report._linear_target_lines([row]))
 
 
 def test_resident_set_probe_sees_allocation():

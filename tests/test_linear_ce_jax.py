@@ -24,6 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_dtypes  # noqa: E402
 
 import losses  # noqa: E402
+import backends.jax.linear as linear_module  # noqa: E402
 from backends.jax.linear import linear_cross_entropy  # noqa: E402
 from backends.jax.natives import linear_integer_labels_native  # noqa: E402
 
@@ -264,6 +265,84 @@ def test_all_ignored_mean_zero_gradient():
     assert float(value) == 0.0
     for gradient in gradients:
         assert not np.any(np.asarray(gradient))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_nonfinite_ignored_hidden_left_out(reduction):
+    # 0 * inf in G^T X would put NaN in every weight row unless the ignored
+    # rows of hidden are zeroed before the matmuls.
+    hidden, weight, bias, targets = make_inputs(np.float64, tokens=11)
+    targets[[2, 7]] = IGNORE
+    hidden[2] = np.inf
+    hidden[7, 0] = np.nan
+    cotangent = np.ones(() if reduction != "none" else targets.shape)
+    value, *gradients = value_and_gradients(linear_cross_entropy, hidden, weight, bias, targets, cotangent, {"chunk_size": 4, "reduction": reduction})
+
+    assert np.all(np.isfinite(np.asarray(value)))
+    for name, gradient in zip(("hidden", "weight", "bias"), gradients):
+        assert np.all(np.isfinite(np.asarray(gradient))), name
+    assert not np.any(np.asarray(gradients[0])[[2, 7]])
+
+
+def test_eager_pullback_runs_once():
+    # The eager "mean" backward scales the saved gradients in their own
+    # buffers, so the pullback's residuals are deleted after the first call.
+    hidden, weight, bias, targets = (jnp.asarray(array) for array in make_inputs())
+    value, pullback = jax.vjp(summed_loss(linear_cross_entropy, targets, chunk_size=CHUNK), hidden, weight, bias)
+    first = pullback(jnp.ones_like(value))
+
+    assert all(np.all(np.isfinite(np.asarray(gradient))) for gradient in first)
+    with pytest.raises(RuntimeError, match="pullback was called a second time"):
+        pullback(jnp.ones_like(value))
+
+
+def test_eager_backward_reuses_residual_buffers():
+    # A plain cotangent * gradient would hold a second copy of the hidden and
+    # weight gradients. The donated product lands in the residuals' buffers.
+    hidden, weight, bias, targets = (jnp.asarray(array) for array in make_inputs())
+    value, pullback = jax.vjp(summed_loss(linear_cross_entropy, targets, chunk_size=CHUNK), hidden, weight, bias)
+    residual_pointers = {
+        array.unsafe_buffer_pointer() for array in jax.live_arrays() if array.shape in (hidden.shape, weight.shape) and array.dtype == jnp.float32
+    }
+    gradients = pullback(jnp.ones_like(value))
+
+    assert gradients[0].unsafe_buffer_pointer() in residual_pointers
+    assert gradients[1].unsafe_buffer_pointer() in residual_pointers
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit"])
+def test_vocabulary_blocks_match_spec(reduction, compiled, monkeypatch):
+    # Blocks of 16 rows split V = 43 into two full blocks and a remainder of
+    # 11 rows. V = 43 appears in no other test, so the jitted chunk loops are
+    # traced again with the patched block size.
+    monkeypatch.setattr(linear_module, "VOCAB_BLOCK", 16)
+    hidden, weight, bias, targets = make_inputs(np.float64, tokens=11, vocab_size=43)
+    options = {"chunk_size": 4, "reduction": reduction, **ALL_OPTIONS}
+    cotangent = np.asarray(1.75) if reduction != "none" else np.random.default_rng(4).standard_normal(targets.shape)
+    call = jax.jit(value_and_gradients, static_argnums=(0, 6)) if compiled else value_and_gradients
+    value, *gradients = call(linear_cross_entropy, hidden, weight, bias, targets, cotangent, FrozenOptions(options))
+
+    expected_value = losses.linear_cross_entropy(hidden, weight, targets, bias=bias, **options)
+    expected = losses.linear_cross_entropy_grad(hidden, weight, targets, bias=bias, cotangent=cotangent, **options)
+    np.testing.assert_allclose(np.asarray(value), expected_value, rtol=1e-12, atol=1e-12)
+    for name, gradient in zip(("hidden", "weight", "bias"), gradients):
+        np.testing.assert_allclose(np.asarray(gradient), expected[name], rtol=1e-11, atol=1e-12, err_msg=name)
+
+
+def test_weight_gradient_temporary_is_one_block(monkeypatch):
+    # Without the blocks, the compiled call keeps G^T X, a second (V, H)
+    # array, next to the accumulated weight gradient. The temporaries then
+    # exceed V H elements; with blocks of 64 of the 512 rows they stay below.
+    monkeypatch.setattr(linear_module, "VOCAB_BLOCK", 64)
+    tokens, hidden_size, vocab_size = 64, 32, 512
+    hidden, weight, _, targets = (jnp.asarray(array) for array in make_inputs(tokens=tokens, hidden_size=hidden_size, vocab_size=vocab_size, ignored=0.0))
+    loss = jax.value_and_grad(lambda h, w: linear_cross_entropy(h, w, targets, chunk_size=8), argnums=(0, 1))
+    statistics = jax.jit(loss).lower(hidden, weight).compile().memory_analysis()
+    if statistics is None:
+        pytest.skip(f"JAX {jax.__version__} reports no memory analysis on {jax.devices()[0].platform}")
+
+    assert statistics.temp_size_in_bytes < vocab_size * hidden_size * 4
 
 
 # Chunk sizes ----------------------------------------------------------------

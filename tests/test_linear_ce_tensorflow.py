@@ -305,3 +305,53 @@ def test_chunk_sizes_agree(reduction):
             np.testing.assert_allclose(
                 gradient.numpy(), whole_gradients[name].numpy(), rtol=1e-12, atol=1e-15, err_msg=f"{name}, chunk_size={chunk_size}"
             )
+
+
+# Memory floor and the eager in-place weight gradient ---------------------------
+
+
+def test_eager_peak_near_gradient_floor(monkeypatch):
+    # The weight gradient (16384 x 64, 4 MiB) dwarfs a chunk's logits (512 KiB),
+    # and 1024-row blocks make each block's product 256 KiB. Adding whole
+    # (V, H) products would hold three (V, H) buffers at once, 3x the floor.
+    monkeypatch.setattr("backends.tensorflow.linear.WEIGHT_GRADIENT_BLOCK_ELEMENTS", 1024 * 64)
+    rng = np.random.default_rng(5)
+    tokens, hidden_size, vocab_size = 64, 64, 16384
+    tensors = to_tensors(make_inputs(rng, (tokens,), hidden_size, vocab_size, bias=False, ignored=()), tf.float32)
+    step = traced_step(linear_cross_entropy, {"reduction": "mean", "chunk_size": 8}, with_gradient=True)
+    with tf.device("/CPU:0"):
+        step(tensors["hidden"], tensors["weight"], tensors["targets"], None)
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        result = step(tensors["hidden"], tensors["weight"], tensors["targets"], None)
+        peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+    del result
+    floor = (tokens + vocab_size) * hidden_size * 4
+    assert peak < 1.5 * floor
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_scalar_cotangent_scales_gradients(reduction):
+    # A cotangent of 1 returns the saved gradients as they are, any other one scales them.
+    rng = np.random.default_rng(6)
+    inputs = make_inputs(rng, (12,), 4, 9, ignored=(0, 7))
+    options = {"reduction": reduction, "chunk_size": 5, "label_smoothing": 0.1, "z_loss": 1e-2}
+    _, gradients = value_and_gradients(linear_cross_entropy, to_tensors(inputs, tf.float64), options, tf.constant(-2.5, tf.float64), False)
+    expected = losses.linear_cross_entropy_grad(**inputs, **options, cotangent=np.asarray(-2.5))
+    for name in ("hidden", "weight", "bias"):
+        np.testing.assert_allclose(gradients[name].numpy(), expected[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_persistent_tape_gradients_repeat():
+    # The eager weight gradient is accumulated in place: asking a persistent
+    # tape twice must return the same values, not a buffer added to again.
+    rng = np.random.default_rng(7)
+    tensors = to_tensors(make_inputs(rng, (10,), 4, 6), tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([tensors["hidden"], tensors["weight"], tensors["bias"]])
+        loss = linear_cross_entropy(tensors["hidden"], tensors["weight"], tensors["targets"], bias=tensors["bias"], chunk_size=3) * 3.0
+    first = tape.gradient(loss, [tensors["hidden"], tensors["weight"], tensors["bias"]])
+    second = tape.gradient(loss, [tensors["hidden"], tensors["weight"], tensors["bias"]])
+    del tape
+    for name, first_gradient, second_gradient in zip(("hidden", "weight", "bias"), first, second):
+        np.testing.assert_array_equal(first_gradient.numpy(), second_gradient.numpy(), err_msg=name)

@@ -76,6 +76,26 @@ def test_every_target_ignored_mean_is_zero():
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_ignored_nonfinite_hidden_changes_nothing(reduction):
+    inputs = make_inputs(np.random.default_rng(7), tokens=6, ignored=(1, 4))
+    clean = {**inputs, "hidden": inputs["hidden"].copy()}
+    clean["hidden"][[1, 4]] = 0.0
+    inputs["hidden"][1] = np.inf
+    inputs["hidden"][4, 0] = np.nan
+
+    value = linear_cross_entropy(**inputs, label_smoothing=0.1, reduction=reduction)
+    grads = linear_cross_entropy_grad(**inputs, label_smoothing=0.1, reduction=reduction)
+    clean_value = linear_cross_entropy(**clean, label_smoothing=0.1, reduction=reduction)
+    clean_grads = linear_cross_entropy_grad(**clean, label_smoothing=0.1, reduction=reduction)
+
+    np.testing.assert_array_equal(value, clean_value)
+    for name in ("hidden", "weight", "bias"):
+        assert np.isfinite(grads[name]).all(), name
+        np.testing.assert_array_equal(grads[name], clean_grads[name], err_msg=name)
+    assert not grads["hidden"][[1, 4]].any()
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize(
     ("with_bias", "options", "tokens_shape"),
     [

@@ -19,10 +19,14 @@ BANDWIDTH_TARGET = 0.5
 MEMORY_TARGET = 3.0
 BANDWIDTH_SHAPE = {"N": 1024, "V": 128256}
 # Linear cross-entropy against the unchunked composition of the same framework:
-# forward plus backward within 1.3x its time, a peak above the inputs at least
-# 4x smaller, and within 1.5x of the floor (N + V) H s, the two gradients.
+# forward plus backward within 1.3x its time, and a peak above the inputs within
+# 1.5x of the floor (N + V) H s, the two gradients. At the CPU target shape the
+# peak must also be at least 4x below the composition's; at shapes whose logits
+# are smaller than the gradients, such as N = 1024, H = 2048, V = 32000, no
+# chunking can reach 4x, so the reduction is reported there but not judged.
 LINEAR_TIME_TARGET = 1.3
 LINEAR_MEMORY_REDUCTION_TARGET = 4.0
+LINEAR_MEMORY_SHAPE = {"N": 2048, "H": 1024, "V": 128256}  # In float32.
 LINEAR_FLOOR_TARGET = 1.5
 MIB = 2**20
 
@@ -210,7 +214,8 @@ def _linear_rows(records: list[dict]) -> list[dict]:
                     memory_reduction=round(native_peak / mirror_peak, 3) if mirror_peak else None,
                     peak_to_floor=mirror["peak_to_floor"],
                 )
-                row["meets_memory_target"] = bool(mirror_peak) and native_peak / mirror_peak >= LINEAR_MEMORY_REDUCTION_TARGET
+                if mirror["dims"] == LINEAR_MEMORY_SHAPE and mirror["dtype"] == "float32":
+                    row["meets_memory_target"] = bool(mirror_peak) and native_peak / mirror_peak >= LINEAR_MEMORY_REDUCTION_TARGET
                 row["meets_floor_target"] = mirror["peak_to_floor"] <= LINEAR_FLOOR_TARGET
             rows.append(row)
     return rows
@@ -358,9 +363,12 @@ def _linear_target_lines(rows: list[dict]) -> list[str]:
         "### Linear cross-entropy against the unchunked composition",
         "",
         f"Targets: forward plus backward within {LINEAR_TIME_TARGET:g}x the time of the same framework's unchunked composition",
-        f"(matrix product, then cross-entropy) in the same mode; a peak above the inputs at least {LINEAR_MEMORY_REDUCTION_TARGET:g}x",
-        f"smaller than the composition's; and within {LINEAR_FLOOR_TARGET:g}x of the floor (N + V) H s, the two gradients the call must",
-        "return. Peak above the inputs is the peak memory of one forward-plus-backward call minus the inputs' bytes.",
+        f"(matrix product, then cross-entropy) in the same mode; a peak above the inputs within {LINEAR_FLOOR_TARGET:g}x of the floor",
+        "(N + V) H s, the two gradients the call must return; and at N = 2048, H = 1024, V = 128256 a peak above the inputs at least",
+        f"{LINEAR_MEMORY_REDUCTION_TARGET:g}x smaller than the composition's. Where the logits are smaller than the gradients no chunking",
+        "can reach that reduction, so it is shown but not judged (n/a). Peak above the inputs is the peak memory of one",
+        "forward-plus-backward call minus the inputs' bytes. For float16 and bfloat16 inputs the mirrors sum the gradients in",
+        "float32 and hold a float32 copy of the weight, so those rows exceed the floor of the input dtype by design.",
         "",
         "| case | backend | mode | mirror | unchunked | time ratio | within target | mirror peak above inputs | unchunked | reduction | within target | floor | x floor | within target |",
         "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|",
@@ -369,8 +377,9 @@ def _linear_target_lines(rows: list[dict]) -> list[str]:
         memory_cells = "| | | | | | "
         if "mirror_peak_mib" in row:
             reduction = f"{row['memory_reduction']:.1f}x" if row["memory_reduction"] is not None else "n/a"
+            judged = _yes_no(row["meets_memory_target"]) if "meets_memory_target" in row else "n/a"
             memory_cells = (
-                f"| {row['mirror_peak_mib']:.0f} MiB | {row['native_peak_mib']:.0f} MiB | {reduction} | {_yes_no(row['meets_memory_target'])} | "
+                f"| {row['mirror_peak_mib']:.0f} MiB | {row['native_peak_mib']:.0f} MiB | {reduction} | {judged} | "
                 f"{row['floor_mib']:.0f} MiB | {row['peak_to_floor']:.2f} | {_yes_no(row['meets_floor_target'])} |"
             )
         lines.append(

@@ -1,6 +1,6 @@
 """Cases for linear_cross_entropy: every option, chunk sizes that do not divide the tokens, and edges of chunking.
 
-The mirrors never form the (N, V) logits at once; they take chunk_size tokens
+The mirrors never form the (N, V) logits at once. They take chunk_size tokens
 at a time. The cases therefore vary chunk_size around the number of tokens:
 one token per chunk, sizes that leave a short last chunk, one chunk larger
 than the batch, and the mirror's default (None).
@@ -60,12 +60,27 @@ def _small(
 
 
 def _chunk_all_ignored(rng):
-    # Chunks of 4 tokens; the second chunk holds only ignored targets.
+    # Chunks of 4 tokens, the second of which holds only ignored targets.
     inputs = _head(rng, (10,), 5, 7, True)
     targets = _targets(rng, (10,), 7)
     targets[4:8] = IGNORE
     inputs["targets"] = targets
     return inputs, {"chunk_size": 4, "label_smoothing": 0.1, "z_loss": 1e-3}
+
+
+def _ignored_nonfinite_hidden(rng):
+    # Ignored tokens whose hidden states are inf, -inf and NaN, as padding
+    # positions can be after an overflow. They must not reach the value or any
+    # gradient: G^T X would give 0 * inf = NaN in the weight gradient unless
+    # their rows of X are left out.
+    inputs = _head(rng, (8,), 5, 7, True)
+    targets = _targets(rng, (8,), 7)
+    targets[[1, 4, 6]] = IGNORE
+    inputs["hidden"][1] = np.inf
+    inputs["hidden"][4, ::2] = -np.inf
+    inputs["hidden"][6, 1] = np.nan
+    inputs["targets"] = targets
+    return inputs, {"chunk_size": 3, "label_smoothing": 0.1, "z_loss": 1e-3}
 
 
 def _all_ignored(rng):
@@ -102,7 +117,7 @@ def _fine_logits(rng):
 
 FINE_LOGITS_DTYPES = ("float64", "float16", "bfloat16")
 FINE_LOGITS_NOTE = (
-    "a test of the float32 logits of half-precision inputs; float32 itself is left out, because its spacing near "
+    "a test of the float32 logits of half-precision inputs. float32 itself is left out, because its spacing near "
     "1000 (6.1e-5) puts the loss's rounding at the size of the float32 tolerance, and the gradient of hidden's first "
     "column, 1000 times a sum over classes that cancels to zero, measures that cancellation and nothing else"
 )
@@ -117,8 +132,8 @@ def _large_magnitude(rng):
 
 
 def _llm_head(rng):
-    # 384 tokens with hidden size 64 over a 32000-token vocabulary, a tenth ignored;
-    # 128-token chunks, so the logits of a chunk are a third of the whole.
+    # 384 tokens with hidden size 64 over a 32000-token vocabulary, a tenth ignored,
+    # in 128-token chunks, so the logits of a chunk are a third of the whole.
     tokens, hidden_size, vocab_size = 384, 64, 32000
     inputs = _head(rng, (tokens,), hidden_size, vocab_size, False)
     inputs["targets"] = _targets(rng, (tokens,), vocab_size, ignored_fraction=0.1)
@@ -142,6 +157,7 @@ CASES = [
     _small("all-options-none", bias=True, ignored=0.25, label_smoothing=0.1, z_loss=1e-2, reduction="none", compiled=True),
     _small("rank3-sum", tokens=(2, 5), ignored=0.2, reduction="sum", chunk_size=4, compiled=True),
     Case("chunk-all-ignored", "edge", _chunk_all_ignored, compiled=True),
+    Case("ignored-tokens-nonfinite-hidden", "edge", _ignored_nonfinite_hidden, compiled=True),
     Case("every-target-ignored", "edge", _all_ignored),
     Case("empty-batch-mean", "edge", _empty("mean")),
     Case("empty-batch-none", "edge", _empty("none")),
