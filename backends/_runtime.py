@@ -32,6 +32,8 @@ class BaseRuntime:
     name = "base"
     dtypes: tuple[str, ...] = ALL_DTYPES
     modes: tuple[str, ...] = ("eager", "compiled")
+    # The device names this runtime accepts; the worker rejects any other comparison device.
+    devices: tuple[str, ...] = ("cpu", "gpu")
 
     def __init__(self, device: str = "cpu"):
         self.device = device
@@ -50,6 +52,18 @@ class BaseRuntime:
 
     def versions(self) -> dict[str, str]:
         raise NotImplementedError
+
+    def set_tf32(self, enabled: bool) -> dict[str, object]:
+        """Allow or forbid TensorFloat-32 in float32 matmuls and convolutions; return the settings as read back.
+
+        The settings are process-wide in every framework, so a second runtime in
+        the same process shares them. A framework without TF32 returns {}.
+        """
+        return {}
+
+    def device_name(self) -> str | None:
+        """Return the accelerator's model name (for the results' provenance), or None on CPU."""
+        return None
 
     def to_tensor(self, array: np.ndarray, dtype: str | None):
         """Convert array; dtype None keeps integer and boolean arrays as they are."""

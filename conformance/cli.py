@@ -20,7 +20,7 @@ from .environment import PROJECT_ROOT, describe
 from .worker import Selection
 
 MODES = ("eager", "compiled")
-GROUPS = ("small", "edge", "realistic", "bad-input")
+GROUPS = ("small", "edge", "realistic", "bad-input", "gpu")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C.
 
@@ -185,20 +185,56 @@ class _Progress:
         self.progress.update(self.tasks[run.backend], total=run.total, completed=run.finished_units, status=status[:60])
 
 
+def _compiled_entries(entries: list[str], selection: Selection) -> tuple[str, ...]:
+    """Check --compiled-loss entries, each a loss name or loss:dtype, against the selected losses, dtypes and modes."""
+    if "compiled" not in selection.modes:
+        raise UsageError("--compiled-loss limits compiled mode, but --mode does not select it; add --mode compiled or drop --compiled-loss")
+    for entry in entries:
+        loss, _, dtype = entry.partition(":")
+        if loss not in losses.SPECS:
+            raise UsageError(f"--compiled-loss {entry!r} names the unknown loss {loss!r}; expected one of: {', '.join(losses.SPECS)}")
+        if loss not in selection.losses:
+            raise UsageError(f"--compiled-loss {entry!r} names {loss!r}, which --loss does not select; add it to --loss")
+        if dtype and dtype not in DTYPES:
+            raise UsageError(f"--compiled-loss {entry!r} names the unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
+        if dtype and dtype not in selection.dtypes:
+            raise UsageError(f"--compiled-loss {entry!r} names {dtype!r}, which --dtype does not select; add it to --dtype")
+    return tuple(dict.fromkeys(entries))
+
+
 def command_run(args) -> int:
     from .runner import run_backends
 
     backends, _ = resolve_backends(_split(args.backend))
+    groups = _choose("case group", _split(args.group), GROUPS, ()) or None
+    if groups and "gpu" in groups and args.device != "gpu":
+        raise UsageError("the case group 'gpu' runs only with --device gpu")
+    gpu = args.device == "gpu"
+    if args.allow_tf32 and not gpu and not args.tf32_tier_on_cpu:
+        raise UsageError("--allow-tf32 needs --device gpu: TF32 exists only on NVIDIA GPUs, so a CPU run of the TF32 tier would only loosen tolerances")
+    if args.tf32_tier_on_cpu and args.publish:
+        raise UsageError("--tf32-tier-on-cpu is for the harness's own tests, so its results cannot be published")
+    # On a GPU the determinism and CPU comparison checks are on unless turned off.
+    determinism = gpu if args.determinism is None else args.determinism
+    compare_device = args.compare_device or ("cpu" if gpu and args.cpu_comparison is not False else None)
+    if args.cpu_comparison and not gpu and not args.compare_device:
+        raise UsageError("--cpu-comparison compares a GPU run with the CPU, so it needs --device gpu")
+    allow_tf32 = args.allow_tf32 or args.tf32_tier_on_cpu
     selection = Selection(
         losses=_choose("loss", _split(args.loss), tuple(losses.SPECS), tuple(losses.SPECS)),
         dtypes=_choose("dtype", _split(args.dtype), DTYPES, DTYPES),
         modes=_choose("mode", _split(args.mode), MODES, MODES),
-        groups=_choose("case group", _split(args.group), GROUPS, ()) or None,
+        groups=groups,
         seed=args.seed,
+        allow_tf32=allow_tf32,
+        determinism=determinism,
+        compare_device=compare_device,
     )
+    compiled_losses = _compiled_entries(_split(args.compiled_loss), selection) if args.compiled_loss else None
+    selection.compiled_losses = compiled_losses
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed} is invalid; expected a non-negative integer")
-    filtered = any([args.loss, args.dtype, args.mode, args.group]) or set(backends) != {"numpy", "torch", "tensorflow", "jax"}
+    filtered = any([args.loss, args.dtype, args.mode, args.group, args.compiled_loss]) or set(backends) != {"numpy", "torch", "tensorflow", "jax"}
     if args.publish and filtered:
         raise UsageError(
             "--publish replaces the published tables of this machine, so it needs the full run: "
@@ -227,19 +263,25 @@ def command_run(args) -> int:
 
     document = {
         "schema": 1,
-        "environment": describe(args.device),
+        "environment": describe(args.device, tf32=allow_tf32),
         "run": {
             "command": command,
             "seed": selection.seed,
             "losses": list(selection.losses),
             "dtypes": list(selection.dtypes),
             "modes": list(selection.modes),
+            "compiled_losses": None if compiled_losses is None else list(compiled_losses),
+            "tf32": allow_tf32,
+            "determinism": determinism,
+            "compare_device": compare_device,
             "wall_seconds": round(result.wall_seconds, 2),
             "compile_seconds": round(sum(run.compile_seconds for run in result.backends.values()), 2),
             "backends": {
                 name: {
                     "versions": run.versions,
                     "unavailable": run.unavailable,
+                    "precision": run.environment.get("precision"),
+                    "device_name": run.environment.get("device_name"),
                     "seconds": round(run.seconds, 2),
                     "compile_seconds": round(run.compile_seconds, 2),
                     "restarts": run.restarts,
@@ -258,7 +300,12 @@ def command_run(args) -> int:
         if args.publish:
             report.write_index(out_dir.parent)
             link = markdown_path.relative_to(PROJECT_ROOT).as_posix() if markdown_path.is_relative_to(PROJECT_ROOT) else str(markdown_path)
-            report.update_readme_summary(PROJECT_ROOT / "README.md", document, link)
+            if not report.update_readme_summary(PROJECT_ROOT / "README.md", document, link):
+                print(
+                    f"lossparity: the README summary shows the CPU correctness tier only, so it was left as it is; "
+                    f"this run's tables are in {out_dir} and listed in results/README.md",
+                    file=sys.stderr,
+                )
 
     if args.format == "json":
         try:
@@ -285,18 +332,23 @@ def _print_summary(document, result, out_dir) -> None:
 
     console = Console()
     records = document["records"]
-    statuses = [status for status in report.STATUS_ORDER if any(record["status"] == status for record in records)]
-    table = Table(title="lossparity conformance summary")
+    spec_records = [record for record in records if not report.is_device_check(record)]
+    with_device = len(spec_records) < len(records)
+    statuses = [status for status in report.STATUS_ORDER if any(record["status"] == status for record in spec_records)]
+    table = Table(title="lossparity conformance summary (checks against the spec)")
     table.add_column("backend")
     for status in statuses:
         table.add_column(status, justify="right")
+    if with_device:
+        table.add_column("determinism and device checks")
     table.add_column("seconds", justify="right")
     for name, run in result.backends.items():
-        tally = report.counts(run.records)
         if run.unavailable:
-            table.add_row(name, *[""] * len(statuses), escape(f"not run: {run.unavailable}"))
+            table.add_row(name, *[""] * (len(statuses) + with_device), escape(f"not run: {run.unavailable}"))
             continue
-        table.add_row(name, *[str(tally[status]) for status in statuses], f"{run.seconds:.0f}")
+        tally = report.counts(record for record in run.records if not report.is_device_check(record))
+        device_cells = [report.device_check_summary(run.records)] if with_device else []
+        table.add_row(name, *[str(tally[status]) for status in statuses], *device_cells, f"{run.seconds:.0f}")
     console.print(table)
     unexpected = [record for record in records if record["status"] in report.UNEXPECTED]
     for record in unexpected[:20]:
@@ -351,8 +403,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loss", action="append", help="loss name(s) to run (default all)")
     run.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
     run.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
-    run.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input or all (default all)")
+    run.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input, gpu (only with --device gpu) or all (default all)")
+    run.add_argument("--compiled-loss", action="append", help="run compiled mode only for these entries, each LOSS or LOSS:DTYPE (default: every selected loss); repeatable or comma-separated")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
+    run.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="the TF32 tier (needs --device gpu): allow TensorFloat-32 in float32 matmuls and convolutions, judge float32 "
+        "results of the losses that contain a matmul with the TF32 tolerances and label the results with the -tf32 "
+        "environment id (default: TF32 off)",
+    )
+    run.add_argument(
+        "--determinism",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="evaluate each unit twice on the device and compare the results bit for bit (default: on with --device gpu)",
+    )
+    run.add_argument(
+        "--cpu-comparison",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --device gpu, also evaluate each unit on the CPU in the same worker and compare (default: on with --device gpu)",
+    )
+    # For the harness's own tests: compare with this device's runtime, on any --device (cpu against cpu gives zero difference).
+    run.add_argument("--compare-device", help=argparse.SUPPRESS)
+    # For the harness's own tests: the TF32 tier's labels and tolerances on a CPU, where TF32 changes nothing.
+    run.add_argument("--tf32-tier-on-cpu", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing unless --publish)")
     run.add_argument("--publish", action="store_true", help="write results/<environment-id>/, the results index and the README summary")
     run.add_argument("--format", choices=("table", "json"), default="table", help="summary table, or one JSON document on stdout")
@@ -374,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--backend", action="append", help="torch, jax, tensorflow or all (default all); repeatable or comma-separated")
     bench.add_argument("--loss", action="append", help="loss name(s) of the preset to time (default all of them)")
-    bench.add_argument("--preset", help="cpu, gpu or smoke: the shapes, dtypes and repeats (default: the --device name)")
+    bench.add_argument("--preset", help="cpu, gpu, gpu-check (the bounded subset that conformance/gpu_check.sh times) or smoke: the shapes, dtypes and repeats (default: the --device name)")
     bench.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
     bench.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
     bench.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def short_detail(detail: str, limit: int = 300) -> str:
     """Return a detail on one line, keeping its end, where a traceback puts the exception."""
     flat = " ".join(detail.split())
     return flat if len(flat) <= limit else "..." + flat[-limit:]
+
+
+def is_device_check(record: dict) -> bool:
+    """Tell a determinism or device-against-device check (e.g. gpu-vs-cpu:value) from a check against the spec."""
+    return record["check"] == "determinism" or "-vs-" in record["check"].split(":")[0]
 
 
 def counts(records: list[dict]) -> Counter:
@@ -50,15 +56,26 @@ def _cell(records: list[dict]) -> str:
     return ", ".join(parts)
 
 
+def device_check_summary(records: list[dict]) -> str:
+    """Count the determinism and device-agreement checks among records by status, as "pass 24, fail 1"; "" when none."""
+    tally = counts(record for record in records if is_device_check(record))
+    return ", ".join(f"{status} {tally[status]}" for status in STATUS_ORDER if tally[status])
+
+
 def summary_table(records: list[dict]) -> list[str]:
+    """Tabulate the checks against the spec per backend and status; determinism and device checks get a column of their own."""
     by_backend = defaultdict(list)
     for record in records:
         by_backend[record["backend"]].append(record)
-    statuses = [status for status in STATUS_ORDER if any(record["status"] == status for record in records)]
-    lines = ["| backend | " + " | ".join(statuses) + " |", "|---|" + "---:|" * len(statuses)]
+    spec_records = [record for record in records if not is_device_check(record)]
+    statuses = [status for status in STATUS_ORDER if any(record["status"] == status for record in spec_records)]
+    with_device = any(is_device_check(record) for record in records)
+    header = ["backend", *statuses] + (["determinism and device checks"] if with_device else [])
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(statuses) + ("---|" if with_device else "")]
     for backend, items in by_backend.items():
-        tally = counts(items)
-        lines.append(f"| {backend} | " + " | ".join(str(tally[status]) for status in statuses) + " |")
+        tally = counts(record for record in items if not is_device_check(record))
+        cells = [str(tally[status]) for status in statuses] + ([device_check_summary(items)] if with_device else [])
+        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -76,6 +93,7 @@ def markdown(document: dict) -> str:
         "- Packages: " + ", ".join(f"{name} {version}" for name, version in sorted(environment["packages"].items())),
         f"- Commit: `{environment['commit']}`; sources SHA-256 `{environment['source_sha256'][:16]}`",
         f"- Seed: {run['seed']}; device: {environment['device']}",
+        *_device_lines(run),
         f"- Wall time: {run['wall_seconds']:.1f} s; compiling: {run['compile_seconds']:.1f} s "
         "(first calls of compiled functions, summed over backends)",
         "",
@@ -92,9 +110,13 @@ def markdown(document: dict) -> str:
     if unavailable:
         lines += ["Backends not run:", ""] + [f"- {name}: {reason}" for name, reason in unavailable.items()] + [""]
 
+    device_records = [record for record in records if is_device_check(record)]
+    if device_records:
+        lines += _device_section(device_records)
     by_loss = defaultdict(list)
     for record in records:
-        by_loss[record["loss"]].append(record)
+        if not is_device_check(record):
+            by_loss[record["loss"]].append(record)
     for loss in sorted(by_loss):
         items = by_loss[loss]
         columns = sorted({(record["dtype"], record["mode"]) for record in items if record["group"] != "bad-input" and record["dtype"] != "*"}, key=_column_order)
@@ -110,6 +132,73 @@ def markdown(document: dict) -> str:
         lines.append("")
         lines += _details(items)
     return "\n".join(lines) + "\n"
+
+
+def _device_lines(run: dict) -> list[str]:
+    """Describe the TF32 tier, the extra checks and each backend's accelerator and precision settings."""
+    if run.get("tf32"):
+        lines = ["- TF32 tier: TensorFloat-32 allowed in float32 matmuls and convolutions; float32 is judged with the TF32 tolerances"]
+    else:
+        lines = ["- TF32: off in every framework (the correctness tier)"]
+    extra = []
+    if run.get("determinism"):
+        extra.append("each unit evaluated twice and compared bit for bit")
+    if run.get("compare_device"):
+        extra.append(f"each unit also evaluated on {run['compare_device']} in the same worker and compared")
+    if run.get("compiled_losses") is not None:
+        extra.append("compiled mode only for " + ", ".join(run["compiled_losses"]))
+    if extra:
+        lines.append("- Extra checks and limits: " + "; ".join(extra))
+    for name, info in run.get("backends", {}).items():
+        settings = ", ".join(f"{key} = {value}" for key, value in (info.get("precision") or {}).items())
+        if info.get("device_name") or settings:
+            lines.append(f"- {name}: {info.get('device_name') or 'CPU'}" + (f"; {settings}" if settings else ""))
+    return lines
+
+
+def _device_section(records: list[dict]) -> list[str]:
+    """Tabulate determinism and device-against-device checks apart from the checks against the spec."""
+    lines = [
+        "## Determinism and device agreement",
+        "",
+        "Determinism: each unit evaluated twice on the device, compared bit for bit. Device agreement: the same",
+        "implementation on a second device in the same worker, compared with the tolerance of its check against",
+        "the spec. Errors in eps units of the tested dtype; a cell gives the passes and the largest measured error.",
+        "",
+        "| backend | implementation | dtype | mode | determinism | device agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups = defaultdict(list)
+    for record in records:
+        groups[(record["backend"], record["implementation"], record["dtype"], record["mode"])].append(record)
+    for (backend, implementation, dtype, mode), items in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1], _column_order(item[0][2:]))):
+        determinism = [record for record in items if record["check"] == "determinism"]
+        agreement = [record for record in items if record["check"] != "determinism"]
+        lines.append(f"| {backend} | {implementation} | {dtype} | {mode} | {_device_cell(determinism)} | {_device_cell(agreement)} |")
+    failures = [record for record in records if record["status"] in UNEXPECTED]
+    if failures:
+        lines += ["", "Differences found:", ""]
+        for record in failures[:50]:
+            lines.append(
+                f"- `{record['backend']}/{record['loss']}/{record['implementation']}/{record['dtype']}/{record['mode']}/{record['case']}/{record['check']}` "
+                f"{record['status']}: {short_detail(record['detail'])}"
+            )
+        if len(failures) > 50:
+            lines.append(f"- and {len(failures) - 50} more in conformance.json")
+    return lines + [""]
+
+
+def _device_cell(records: list[dict]) -> str:
+    if not records:
+        return ""
+    tally = counts(records)
+    worst = max((record["max_rel_error_eps"] or 0.0 for record in records), default=0.0)
+    bad = sum(tally[status] for status in UNEXPECTED)
+    text = f"pass {tally['pass']}" + (f", **FAIL {bad}**" if bad else "")
+    for status in ("xfail", "xpass"):
+        if tally[status]:
+            text += f", {status} {tally[status]}"
+    return text + f" (max {worst:.3g} eps)"
 
 
 def _override_lines() -> list[str]:
@@ -187,12 +276,13 @@ def write_index(results_dir: Path) -> Path:
     for path in sorted(results_dir.glob("*/conformance.json")):
         document = json.loads(path.read_text(encoding="utf-8"))
         environment, run = document["environment"], document["run"]
-        tally = counts(document["records"])
-        verdict = "passes" if not any(tally[status] for status in UNEXPECTED) else f"{sum(tally[s] for s in UNEXPECTED)} unexpected failures"
+        spec_records = [record for record in document["records"] if not is_device_check(record)]
+        device_records = [record for record in document["records"] if is_device_check(record)]
+        verdict = _verdict(spec_records, device_records)
         benchmark = f"[perf.md]({path.parent.name}/perf.md)" if (path.parent / "perf.md").exists() else "none yet"
         rows.append(
             f"| [{environment['environment_id']}]({path.parent.name}/conformance.md) | {environment['cpu']} | "
-            f"{', '.join(sorted(run['backends']))} | {len(document['records'])} | {verdict} | {run['wall_seconds']:.0f} s | "
+            f"{', '.join(sorted(run['backends']))} | {len(spec_records)} | {len(device_records)} | {verdict} | {run['wall_seconds']:.0f} s | "
             f"`{environment['commit'][:12]}` | {benchmark} |"
         )
     text = "\n".join(
@@ -205,8 +295,11 @@ def write_index(results_dir: Path) -> Path:
             "PNG plots: times, peak memory and bandwidth efficiency of every implementation side by side.",
             "This index is regenerated by `lossparity run --publish` and by a full `lossparity bench`.",
             "",
-            "| environment | CPU | backends | results | verdict | wall time | commit | benchmark |",
-            "|---|---|---|---:|---|---:|---|---|",
+            "Results counts the checks against the spec; device checks counts the determinism and",
+            "device-agreement checks of GPU runs.",
+            "",
+            "| environment | CPU | backends | results | device checks | verdict | wall time | commit | benchmark |",
+            "|---|---|---|---:|---:|---|---:|---|---|",
             *rows,
             "",
             "## Citing a table",
@@ -216,8 +309,7 @@ def write_index(results_dir: Path) -> Path:
             "A table whose source hash differs from `lossparity run`'s current one was made by other code.",
             "`CITATION.cff` at the top of the repository gives the software citation.",
             "",
-            "GPU results: none yet. No run on a GPU machine has been made, so every table here is a CPU run.",
-            "",
+            *_gpu_note(results_dir),
         ]
     )
     path = results_dir / "README.md"
@@ -225,18 +317,64 @@ def write_index(results_dir: Path) -> Path:
     return path
 
 
-def update_readme_summary(readme: Path, document: dict, results_link: str) -> None:
-    """Replace the block between the summary markers in the README with this run's summary."""
+def _verdict(spec_records: list[dict], device_records: list[dict]) -> str:
+    """Say whether the checks against the spec and the device checks passed, counting each kind's unexpected results."""
+    spec_bad = sum(1 for record in spec_records if record["status"] in UNEXPECTED)
+    device_bad = sum(1 for record in device_records if record["status"] in UNEXPECTED)
+    if not spec_bad and not device_bad:
+        return "passes"
+    parts = []
+    if spec_bad:
+        parts.append(f"{spec_bad} unexpected failures")
+    if device_bad:
+        parts.append(f"{device_bad} device-check failures")
+    return ", ".join(parts)
+
+
+# What conformance/gpu_check.sh runs by default; keep in step with its LOSSES, DTYPES and COMPILED.
+GPU_CHECK_SELECTION = (
+    "four losses (cross_entropy, linear_cross_entropy, bradley_terry_loss and dpo_loss) in float32, bfloat16 and "
+    "float16 with every case group, the GPU-only float16 cases included; eager mode, and compiled mode only for "
+    "linear_cross_entropy in float32 and cross_entropy in bfloat16; TF32 off, with the determinism and GPU-against-CPU "
+    "checks. The TF32 tier (--allow-tf32) is not part of it"
+)
+
+
+def _gpu_note(results_dir: Path) -> list[str]:
+    gpu_runs = sorted(path.parent.name for path in results_dir.glob("*-gpu-*/conformance.json"))
+    if gpu_runs:
+        return [
+            "GPU results: " + ", ".join(gpu_runs) + ". The command that made each one is in its `conformance.md`.",
+            "",
+        ]
+    paragraph = (
+        "GPU results: none yet. The GPU run is still to be made: no GPU machine has run the GPU tier, so every "
+        "table here is a CPU run. To make it, run `bash conformance/gpu_check.sh` from the repository root on a "
+        f"machine with an NVIDIA GPU. It runs a bounded selection with `--device gpu`: {GPU_CHECK_SELECTION}. "
+        "Then it runs `lossparity bench --device gpu --preset gpu-check`, and it writes results/<environment-id>/."
+    )
+    return textwrap.wrap(paragraph, width=104, break_on_hyphens=False) + [""]
+
+
+def update_readme_summary(readme: Path, document: dict, results_link: str) -> bool:
+    """Replace the block between the summary markers in the README with this run's summary; return whether it did.
+
+    Only a run of the CPU correctness tier (TF32 off) replaces it. The README shows
+    one summary, of the run every backend, numpy included, takes part in. GPU and
+    TF32 runs are listed in results/README.md beside it.
+    """
+    environment, run = document["environment"], document["run"]
+    if environment["device"] != "cpu" or run.get("tf32"):
+        return False
     if not readme.exists():
-        return
+        return False
     text = readme.read_text(encoding="utf-8")
     if SUMMARY_START not in text or SUMMARY_END not in text:
-        return
-    run = document["run"]
+        return False
     block = [
         SUMMARY_START,
-        f"Run `{run['command']}` on {document['environment']['cpu']} "
-        f"({document['environment']['cpu_count']} cores): {run['wall_seconds']:.0f} s wall time; compiling took "
+        f"Run `{run['command']}` (device cpu, correctness tier: TF32 off) on {environment['cpu']} "
+        f"({environment['cpu_count']} cores): {run['wall_seconds']:.0f} s wall time; compiling took "
         f"{run['compile_seconds']:.0f} s summed over the backends, which run side by side. "
         f"Full tables: [{results_link}]({results_link}).",
         "",
@@ -246,3 +384,4 @@ def update_readme_summary(readme: Path, document: dict, results_link: str) -> No
     head, _, rest = text.partition(SUMMARY_START)
     _, _, tail = rest.partition(SUMMARY_END)
     write_atomically(readme, head + "\n".join(block) + tail)
+    return True

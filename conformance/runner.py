@@ -90,6 +90,14 @@ def _worker_command(run: BackendRun, selection: Selection, device: str) -> list[
     ]
     if selection.groups:
         command += ["--groups", ",".join(selection.groups)]
+    if selection.compiled_losses is not None:
+        command += ["--compiled-losses", ",".join(selection.compiled_losses)]
+    if selection.allow_tf32:
+        command.append("--allow-tf32")
+    if selection.determinism:
+        command.append("--determinism")
+    if selection.compare_device:
+        command += ["--compare-device", selection.compare_device]
     return command
 
 
@@ -101,7 +109,9 @@ def _start(run: BackendRun, command_for: Callable[[BackendRun], list[str]], devi
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if device == "gpu":
-        # JAX must not grab most of the GPU up front, and TensorFlow must grow on demand.
+        # JAX must not grab most of the GPU up front, and TensorFlow must grow on
+        # demand, so two workers can share one GPU. TF32 is set in the worker
+        # through each framework's API (Runtime.set_tf32), not here.
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     with open(run.log_path, "wb") as log_file:

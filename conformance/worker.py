@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -22,23 +23,35 @@ import losses
 from backends._api import Implementation
 
 from . import backend_loader
-from .cases import Case, ErrorCase, cases_for, error_cases_for
+from .cases import GPU_GROUP, Case, ErrorCase, cases_for, error_cases_for
 from .compare import compare, is_zero_or_none
-from .dtypes import round_inputs, round_to
-from .tolerances import tolerance_for
+from .dtypes import EPSILON, round_inputs, round_to
+from .report import is_device_check
+from .tolerances import device_tolerance, tolerance_for
 
 UNEXPECTED = ("fail", "error", "crash", "timeout")
 
 
 @dataclass
 class Selection:
-    """The losses, dtypes, modes and case groups to run (groups None means all)."""
+    """The losses, dtypes, modes and case groups to run (groups None means all), and the extra checks.
+
+    ``compiled_losses`` limits compiled mode to those entries, each a loss name
+    or loss:dtype (None: every selected loss). ``allow_tf32`` runs the TF32 tier. ``determinism``
+    evaluates each unit twice and compares the results bit for bit.
+    ``compare_device`` also evaluates each unit on that device's runtime in the
+    same process and compares the two results.
+    """
 
     losses: tuple[str, ...]
     dtypes: tuple[str, ...]
     modes: tuple[str, ...]
     groups: tuple[str, ...] | None = None
     seed: int = 0
+    compiled_losses: tuple[str, ...] | None = None
+    allow_tf32: bool = False
+    determinism: bool = False
+    compare_device: str | None = None
 
 
 @dataclass
@@ -75,6 +88,8 @@ class Worker:
     selection: Selection
     known: list = field(default_factory=list)
     compile_seconds: float = 0.0
+    comparison_runtime: object = None  # The runtime on selection.compare_device, or None.
+    precision: dict = field(default_factory=dict)  # The TF32 settings as the framework reports them.
     _reference_key: object = None
     _reference: Reference | None = None
     _generated_key: object = None
@@ -83,7 +98,13 @@ class Worker:
     @classmethod
     def load(cls, backend: str, selection: Selection, device: str = "cpu") -> "Worker":
         implementations, runtime = backend_loader.load(backend, device)
-        return cls(backend, implementations, runtime, selection, backend_loader.known_failures(backend))
+        worker = cls(backend, implementations, runtime, selection, backend_loader.known_failures(backend))
+        if selection.compare_device:
+            _, worker.comparison_runtime = backend_loader.load(backend, selection.compare_device)
+        # The settings are process-wide, and building a runtime resets them, so
+        # they are set once both runtimes exist.
+        worker.precision = runtime.set_tf32(selection.allow_tf32)
+        return worker
 
     # Planning ----------------------------------------------------------
 
@@ -94,12 +115,16 @@ class Worker:
             for case in cases_for(loss):
                 if self.selection.groups and case.group not in self.selection.groups:
                     continue
+                if case.group == GPU_GROUP and self.runtime.device != "gpu":
+                    continue
                 for dtype in self.selection.dtypes:
                     if dtype not in self.runtime.dtypes or (case.dtypes and dtype not in case.dtypes):
                         continue
                     for impl in own:
                         for mode in self.selection.modes:
-                            if mode in self.runtime.modes and (mode == "eager" or case.compiled):
+                            if mode not in self.runtime.modes:
+                                continue
+                            if mode == "eager" or (case.compiled and self._compiled_allowed(loss, dtype)):
                                 units.append(Unit(loss, impl, dtype, mode, case=case))
             wants_bad_input = "eager" in self.selection.modes and (not self.selection.groups or "bad-input" in self.selection.groups)
             for impl in own:
@@ -107,6 +132,11 @@ class Worker:
                     for error_case in error_cases_for(loss):
                         units.append(Unit(loss, impl, "float32", "eager", error_case=error_case))
         return units
+
+    def _compiled_allowed(self, loss: str, dtype: str) -> bool:
+        """Apply selection.compiled_losses, whose entries are a loss name or loss:dtype."""
+        allowed = self.selection.compiled_losses
+        return allowed is None or loss in allowed or f"{loss}:{dtype}" in allowed
 
     # Execution ---------------------------------------------------------
 
@@ -147,6 +177,10 @@ class Worker:
             "detail": "",
         }
         record.update(extra)
+        if is_device_check(record):
+            # Known failures describe disagreements with the spec. A pattern such as
+            # loss/impl/*/* must not turn a determinism or device check into xfail or xpass.
+            return record
         known = backend_loader.match_known(self.known, result_id(record))
         if known is not None and known.kind == "xfail":
             if status == "pass":
@@ -195,22 +229,10 @@ class Worker:
             """Return the first difference on this case that may excuse a result of this kind, or None."""
             return next((item for item in applicable if kind in item.covers), None)
 
-        self.runtime.reference_hint = reference
         try:
-            evaluation = self.runtime.evaluate(
-                unit.implementation,
-                spec.tensor_args,
-                spec.positional_count,
-                reference.inputs,
-                reference.options,
-                unit.dtype,
-                unit.mode,
-                reference.cotangent,
-            )
+            evaluation = self._evaluate(self.runtime, unit, spec, reference)
         except Exception as error:  # An implementation's failure is a result, not a harness crash.
-            detail = f"{type(error).__name__}: {error}".strip()
-            last_frame = traceback.extract_tb(error.__traceback__)[-1]
-            detail += f" (at {last_frame.filename}:{last_frame.lineno})"
+            detail = _describe_error(error)
             if documented("raises") is not None:
                 return [self._finish(unit, "value", False, None, None, None, detail[:2000], documented("raises"))]
             return [self._record(unit, "value", "error", detail=detail[:2000])]
@@ -224,7 +246,7 @@ class Worker:
             if name in evaluation.gradients:
                 checks.append((f"grad:{name}", evaluation.gradients[name], reference.gradients.get(name)))
         for check, actual, expected in checks:
-            tolerance = tolerance_for(unit.loss, check, unit.dtype, unit.case.name)
+            tolerance = tolerance_for(unit.loss, check, unit.dtype, unit.case.name, tf32=self.selection.allow_tf32)
             difference = documented("value" if check.split(":")[0] == "value" else "grad")
             if actual is None:
                 records.append(self._finish(unit, check, False, None, None, tolerance.describe(), "no gradient returned", difference))
@@ -233,7 +255,7 @@ class Worker:
             excused = difference
             if difference is not None and difference.within and not outcome.passed:
                 # The difference excuses only errors within the named dtype's tolerance.
-                loose = compare(actual, expected, tolerance_for(unit.loss, check, difference.within), unit.dtype)
+                loose = compare(actual, expected, tolerance_for(unit.loss, check, difference.within, tf32=self.selection.allow_tf32), unit.dtype)
                 excused = difference if loose.passed else None
             records.append(
                 self._finish(unit, check, outcome.passed, outcome.max_abs_error, outcome.max_rel_error_eps, tolerance.describe(), outcome.detail, excused)
@@ -246,7 +268,96 @@ class Worker:
             detail = "" if passed else f"gradient reached a non-differentiable input (max |grad| = {magnitude})"
             records.append(self._finish(unit, f"grad:{name}", passed, magnitude, None, "zero or none", detail, None))
 
+        if self.selection.determinism:
+            records.append(self._check_determinism(unit, spec, reference, evaluation))
+        if self.comparison_runtime is not None:
+            records += self._check_against_device(unit, spec, reference, evaluation)
         records[0]["compile_seconds"] = round(evaluation.compile_seconds, 4)
+        return records
+
+    def _evaluate(self, runtime, unit: Unit, spec, reference: Reference):
+        runtime.reference_hint = reference
+        return runtime.evaluate(
+            unit.implementation,
+            spec.tensor_args,
+            spec.positional_count,
+            reference.inputs,
+            reference.options,
+            unit.dtype,
+            unit.mode,
+            reference.cotangent,
+        )
+
+    def _check_determinism(self, unit: Unit, spec, reference: Reference, first) -> dict:
+        """Evaluate the unit a second time on the same device and compare both results bit for bit."""
+        try:
+            second = self._evaluate(self.runtime, unit, spec, reference)
+        except Exception as error:  # A second call that raises is a result of this check.
+            return self._record(unit, "determinism", "error", detail=f"the second evaluation raised {_describe_error(error)}"[:2000])
+        self.compile_seconds += second.compile_seconds
+        differing = []
+        worst_abs, worst_eps = 0.0, 0.0
+        for (name, a), (_, b) in zip(_outputs(spec, first), _outputs(spec, second)):
+            if a is None and b is None:
+                continue
+            if a is None or b is None or a.shape != b.shape:
+                differing.append(f"{name} (present or shaped differently in the two runs)")
+                continue
+            a, b = a.reshape(-1), b.reshape(-1)  # Boolean indexing below needs at least one axis.
+            changed = bitwise_differences(a, b)
+            if not changed.any():
+                continue
+            both_finite = changed & np.isfinite(a) & np.isfinite(b)
+            largest = float(np.max(np.abs(a[both_finite] - b[both_finite]))) if both_finite.any() else 0.0
+            finite = np.abs(a[np.isfinite(a)])
+            scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            eps = largest / scale / EPSILON[unit.dtype]
+            worst_abs, worst_eps = max(worst_abs, largest), max(worst_eps, eps)
+            differing.append(f"{name} ({int(changed.sum())} of {a.size} elements, up to {largest:.3g} = {eps:.3g} eps)")
+        if not differing:
+            return self._record(unit, "determinism", "pass", max_abs_error=0.0, max_rel_error_eps=0.0, tolerance="bit for bit")
+        return self._record(
+            unit,
+            "determinism",
+            "fail",
+            max_abs_error=worst_abs,
+            max_rel_error_eps=worst_eps,
+            tolerance="bit for bit",
+            detail="two evaluations on the same device differ in " + "; ".join(differing),
+        )
+
+    def _check_against_device(self, unit: Unit, spec, reference: Reference, evaluation) -> list[dict]:
+        """Evaluate the unit on the comparison device and compare each output with this device's."""
+        label = f"{self.runtime.device}-vs-{self.selection.compare_device}"
+        try:
+            other = self._evaluate(self.comparison_runtime, unit, spec, reference)
+        except Exception as error:  # The comparison device's failure is a result of this check.
+            detail = f"the evaluation on {self.selection.compare_device} raised {_describe_error(error)}"
+            return [self._record(unit, f"{label}:value", "error", detail=detail[:2000])]
+        self.compile_seconds += other.compile_seconds
+        records = []
+        for (check, actual), (_, expected) in zip(_outputs(spec, evaluation), _outputs(spec, other)):
+            if check.startswith("grad:") and check.removeprefix("grad:") not in spec.differentiable:
+                continue  # Non-differentiable inputs are checked for zero gradient on the device itself.
+            if actual is None and expected is None:
+                continue
+            tolerance = device_tolerance(unit.loss, check, unit.dtype, unit.case.name, tf32=self.selection.allow_tf32)
+            if actual is None or expected is None:
+                missing = self.runtime.device if actual is None else self.selection.compare_device
+                records.append(self._record(unit, f"{label}:{check}", "fail", tolerance=tolerance.describe(), detail=f"no gradient returned on {missing}"))
+                continue
+            outcome = compare(actual, expected, tolerance, unit.dtype)
+            records.append(
+                self._record(
+                    unit,
+                    f"{label}:{check}",
+                    "pass" if outcome.passed else "fail",
+                    max_abs_error=_finite_or_none(outcome.max_abs_error),
+                    max_rel_error_eps=_finite_or_none(outcome.max_rel_error_eps),
+                    tolerance=tolerance.describe(),
+                    detail=outcome.detail,
+                )
+            )
         return records
 
     def _finish(self, unit, check, passed, max_abs, max_rel_eps, tolerance, detail, difference) -> dict:
@@ -285,6 +396,41 @@ class Worker:
         return self._record(unit, "error", "fail", detail=f"accepted the bad input; expected {expected.__name__}")
 
 
+def _comparison_device_problem(runtime, device: str) -> str | None:
+    """Say why the comparison runtime cannot run on device, or None when it can."""
+    if device not in runtime.devices:
+        return f"{device!r} is not a device of this backend; expected one of: {', '.join(runtime.devices)}"
+    return runtime.unavailable_reason()
+
+
+def _describe_error(error: Exception) -> str:
+    """Return the exception's type, message and the frame that raised it, on one line."""
+    detail = f"{type(error).__name__}: {error}".strip()
+    last_frame = traceback.extract_tb(error.__traceback__)[-1]
+    return detail + f" (at {last_frame.filename}:{last_frame.lineno})"
+
+
+def _outputs(spec, evaluation) -> list[tuple[str, np.ndarray | None]]:
+    """Name every output of an evaluation as its check does: value (or value:<output>) and grad:<input>."""
+    if spec.outputs:
+        named = [(f"value:{name}", evaluation.value[index]) for index, name in enumerate(spec.outputs)]
+    else:
+        named = [("value", evaluation.value)]
+    return named + [(f"grad:{name}", gradient) for name, gradient in evaluation.gradients.items()]
+
+
+def bitwise_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return where two float64 arrays differ bit for bit, counting any two NaNs as equal.
+
+    Every tested dtype converts to float64 exactly, so equal float64 bits mean
+    equal bits in the tested dtype. A NaN's payload is not compared, because the
+    conversion to float64 need not keep it. 0.0 and -0.0 count as different.
+    """
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    return (a.view(np.uint64) != b.view(np.uint64)) & ~(np.isnan(a) & np.isnan(b))
+
+
 def _finite_or_none(number):
     if number is None or not np.isfinite(number):
         return None
@@ -305,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", required=True)
     parser.add_argument("--groups", default="")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compiled-losses", default="", help="loss or loss:dtype entries to run in compiled mode (default: every selected loss)")
+    parser.add_argument("--allow-tf32", action="store_true", help="run the TF32 tier")
+    parser.add_argument("--determinism", action="store_true", help="evaluate each unit twice and compare bit for bit")
+    parser.add_argument("--compare-device", default="", help="also evaluate each unit on this device and compare")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N units of the plan (used after a crash)")
     parser.add_argument("--out", required=True, help="JSON-lines file to append records to")
     args = parser.parse_args(argv)
@@ -315,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         modes=tuple(args.modes.split(",")),
         groups=tuple(args.groups.split(",")) if args.groups else None,
         seed=args.seed,
+        compiled_losses=tuple(args.compiled_losses.split(",")) if args.compiled_losses else None,
+        allow_tf32=args.allow_tf32,
+        determinism=args.determinism,
+        compare_device=args.compare_device or None,
     )
     started = time.perf_counter()
     with open(args.out, "a", encoding="utf-8") as out:
@@ -325,7 +479,20 @@ def main(argv: list[str] | None = None) -> int:
 
         worker = Worker.load(args.backend, selection, args.device)
         unavailable = worker.runtime.unavailable_reason()
-        emit({"type": "environment", "backend": args.backend, "versions": worker.runtime.versions(), "unavailable": unavailable})
+        if not unavailable and worker.comparison_runtime is not None:
+            reason = _comparison_device_problem(worker.comparison_runtime, selection.compare_device)
+            unavailable = f"the comparison device {selection.compare_device} cannot run: {reason}" if reason else None
+        emit(
+            {
+                "type": "environment",
+                "backend": args.backend,
+                "versions": worker.runtime.versions(),
+                "unavailable": unavailable,
+                "precision": worker.precision,
+                "device_name": None if unavailable else worker.runtime.device_name(),
+                "pid": os.getpid(),
+            }
+        )
         if unavailable:
             emit({"type": "done", "seconds": time.perf_counter() - started, "compile_seconds": 0.0})
             return 0

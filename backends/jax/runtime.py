@@ -26,8 +26,9 @@ class Runtime(BaseRuntime):
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
-        # Correctness runs keep float32 matmuls in full precision (no TF32).
-        jax.config.update("jax_default_matmul_precision", "highest")
+        # Correctness runs keep float32 matmuls in full precision (no TF32); the
+        # worker calls set_tf32 again for the TF32 tier.
+        self.set_tf32(False)
         self.jax_device = None
 
     def unavailable_reason(self) -> str | None:
@@ -35,8 +36,24 @@ class Runtime(BaseRuntime):
         try:
             self.jax_device = jax.devices(platform)[0]
         except RuntimeError as error:
-            return f"JAX {jax.__version__} sees no {platform} device ({error}); install a CUDA build with the lossparity[gpu] extra"
+            seen = ", ".join(sorted({device.platform for device in jax.devices()})) or "none"
+            return (
+                f"JAX {jax.__version__} sees no {platform} device (platforms it sees: {seen}; {error}); "
+                "install a CUDA build with the lossparity[gpu] extra"
+            )
         return None
+
+    def set_tf32(self, enabled: bool) -> dict[str, object]:
+        # JAX's default precision computes float32 dots in TF32 on recent NVIDIA
+        # GPUs; "highest" keeps them in float32 and "tensorfloat32" names TF32
+        # (https://docs.jax.dev/en/latest/_autosummary/jax.default_matmul_precision.html).
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if enabled else "highest")
+        return {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
+
+    def device_name(self) -> str | None:
+        if self.device != "gpu" or self.jax_device is None:
+            return None
+        return self.jax_device.device_kind
 
     def versions(self) -> dict[str, str]:
         import jaxlib
@@ -49,7 +66,9 @@ class Runtime(BaseRuntime):
             array = np.asarray(array).astype(DTYPES[dtype])
         if self.jax_device is None:
             self.unavailable_reason()
-        return jax.device_put(jnp.asarray(array), self.jax_device)
+        # device_put copies the host array straight to jax_device; jnp.asarray
+        # would first place it on the default device, a GPU when one is present.
+        return jax.device_put(np.asarray(array), self.jax_device)
 
     def to_numpy(self, tensor) -> np.ndarray:
         return np.asarray(tensor).astype(np.float64)

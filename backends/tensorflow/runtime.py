@@ -20,17 +20,31 @@ class Runtime(BaseRuntime):
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
-        # Correctness runs keep float32 matmuls in full precision (no TF32).
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        self.device_name = "/GPU:0" if device == "gpu" else "/CPU:0"
+        # Correctness runs keep float32 matmuls in full precision (no TF32); the
+        # worker calls set_tf32 again for the TF32 tier.
+        self.set_tf32(False)
+        self.tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
 
     def unavailable_reason(self) -> str | None:
         if self.device == "gpu" and not tf.config.list_physical_devices("GPU"):
             return (
-                f"TensorFlow {tf.__version__} sees no GPU (tf.config.list_physical_devices('GPU') is empty); "
+                f"TensorFlow {tf.__version__} sees no GPU (tf.config.list_physical_devices('GPU') is empty; "
+                f"built with CUDA: {tf.test.is_built_with_cuda()}); "
                 "install a CUDA build with the lossparity[gpu] extra"
             )
         return None
+
+    def set_tf32(self, enabled: bool) -> dict[str, object]:
+        # TensorFlow enables TF32 by default on Ampere and later GPUs
+        # (https://www.tensorflow.org/api_docs/python/tf/config/experimental/enable_tensor_float_32_execution).
+        tf.config.experimental.enable_tensor_float_32_execution(enabled)
+        return {"tf.config.experimental.tensor_float_32_execution_enabled()": tf.config.experimental.tensor_float_32_execution_enabled()}
+
+    def device_name(self) -> str | None:
+        if self.device != "gpu":
+            return None
+        details = [tf.config.experimental.get_device_details(device) for device in tf.config.list_physical_devices("GPU")]
+        return details[0].get("device_name") if details else None
 
     def versions(self) -> dict[str, str]:
         import keras
@@ -38,7 +52,7 @@ class Runtime(BaseRuntime):
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
     def to_tensor(self, array: np.ndarray, dtype: str | None):
-        with tf.device(self.device_name):
+        with tf.device(self.tf_device):
             tensor = tf.constant(array)
             return tensor if dtype is None else tf.cast(tensor, DTYPES[dtype])
 
@@ -50,7 +64,7 @@ class Runtime(BaseRuntime):
 
     def value_and_vjp(self, function, float_names):
         def step(float_tensors, other_tensors, cotangent):
-            with tf.device(self.device_name):
+            with tf.device(self.tf_device):
                 with tf.GradientTape() as tape:
                     for tensor in float_tensors:
                         tape.watch(tensor)
@@ -70,7 +84,7 @@ class Runtime(BaseRuntime):
         step = super().forward(function, float_names)
 
         def step_on_device(float_tensors, other_tensors):
-            with tf.device(self.device_name):
+            with tf.device(self.tf_device):
                 return step(float_tensors, other_tensors)
 
         return step_on_device

@@ -33,20 +33,36 @@ class Runtime(BaseRuntime):
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
         self.torch_device = torch.device("cuda" if device == "gpu" else "cpu")
-        # Correctness runs keep float32 matmuls in full precision (no TF32).
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        # Correctness runs keep float32 matmuls in full precision (no TF32); the
+        # worker calls set_tf32 again for the TF32 tier.
+        self.set_tf32(False)
 
     def unavailable_reason(self) -> str | None:
         if self.device == "gpu" and not torch.cuda.is_available():
             return (
                 f"PyTorch {torch.__version__} sees no CUDA device "
-                "(torch.cuda.is_available() is False); install a CUDA build with the lossparity[gpu] extra"
+                f"(torch.cuda.is_available() is False, torch.version.cuda is {torch.version.cuda}); "
+                "install a CUDA build with the lossparity[gpu] extra"
             )
         return None
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__}
+
+    def set_tf32(self, enabled: bool) -> dict[str, object]:
+        # PyTorch 2.9 added per-backend fp32_precision settings ("ieee" or
+        # "tf32") and deprecated allow_tf32; once the new settings are used,
+        # reading a legacy flag raises
+        # (https://docs.pytorch.org/docs/2.9/notes/cuda.html#tensorfloat-32-tf32-on-ampere-and-later-devices).
+        # The GPU tier's torch 2.11 has them, so the legacy flags are only for older versions.
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+            return _set_fp32_precision("tf32" if enabled else "ieee")
+        return _set_legacy_tf32_flags(enabled)
+
+    def device_name(self) -> str | None:
+        if self.torch_device.type != "cuda" or not torch.cuda.is_available():
+            return None
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
 
     def to_tensor(self, array: np.ndarray, dtype: str | None):
         tensor = torch.from_numpy(np.array(array, order="C", copy=True))
@@ -132,3 +148,39 @@ class Runtime(BaseRuntime):
             "repeats": len(rates),
             "method": "torch Tensor.copy_ of 1 GiB on the GPU, timed with CUDA events, read plus write bytes",
         }
+
+
+def _set_fp32_precision(precision: str) -> dict[str, object]:
+    """Set the float32 precision of cuBLAS matmuls and cuDNN convolutions and RNNs; return them as read back.
+
+    The process-wide default stays "ieee", so CPU (oneDNN) matmuls never use a
+    reduced precision, even in the TF32 tier.
+    """
+    torch.backends.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    torch.backends.cudnn.rnn.fp32_precision = precision
+    return {
+        "torch.backends.fp32_precision": torch.backends.fp32_precision,
+        "torch.backends.cuda.matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+        "torch.backends.cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+        "torch.backends.cudnn.rnn.fp32_precision": torch.backends.cudnn.rnn.fp32_precision,
+    }
+
+
+def _set_legacy_tf32_flags(enabled: bool) -> dict[str, object]:
+    """Set TF32 through the flags of PyTorch before 2.9; return them as read back.
+
+    torch.set_float32_matmul_precision("highest") keeps float32 matmuls in
+    float32 and "high" allows TF32 (see its docstring); cuDNN convolutions have
+    their own flag.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    return {
+        "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "torch.get_float32_matmul_precision()": torch.get_float32_matmul_precision(),
+    }

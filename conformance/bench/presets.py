@@ -7,7 +7,7 @@ or int64 arrays, then cast by the runtime to the case's dtype.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -275,6 +275,25 @@ GPU = Preset(
     skips=(TORCH_CTC_COMPILED,),
 )
 
+# A bounded subset of GPU for conformance/gpu_check.sh, which must run
+# conformance and bench in 8 minutes on one GPU. torch.compile takes seconds per
+# graph and shape, so the largest cross-entropy case runs eager only. The fewer
+# repeats keep each measurement near a second.
+GPU_CHECK = Preset(
+    "gpu-check",
+    "a bounded subset of the gpu preset: bfloat16 cross-entropy at N = 4096 x V = 128256 and, eager only, "
+    "N = 16384 x V = 128256, bfloat16 linear cross-entropy at N = 8192, H = 4096, V = 128256, and "
+    "Bradley-Terry at 1 and 65536 pairs",
+    (
+        cross_entropy_case(4096, 128256, "bfloat16", "peaked"),
+        replace(cross_entropy_case(16384, 128256, "bfloat16", "peaked"), modes=("eager",), note="eager only, to bound the run's compile time"),
+        linear_cross_entropy_case(8192, 4096, 128256, "bfloat16"),
+        bradley_terry_case(1, "float32"),
+        bradley_terry_case(65536, "float32"),
+    ),
+    Repeats(warmup=2, minimum=5, maximum=50, seconds=0.25),
+)
+
 # Tiny shapes for the tests: every code path of the benchmark in seconds.
 SMOKE = Preset(
     "smoke",
@@ -289,4 +308,4 @@ SMOKE = Preset(
     Repeats(warmup=1, minimum=3, maximum=3, seconds=0.0),
 )
 
-PRESETS = {preset.name: preset for preset in (CPU, GPU, SMOKE)}
+PRESETS = {preset.name: preset for preset in (CPU, GPU, GPU_CHECK, SMOKE)}

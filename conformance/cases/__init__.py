@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-GROUPS = ("small", "edge", "realistic")
+GROUPS = ("small", "edge", "realistic", "gpu")
+# Cases of this group run only when the device is a GPU (see conformance/cases/gpu.py).
+GPU_GROUP = "gpu"
 
 # The cases with about 65 million logits (thousands of tokens over a 32000-token
 # vocabulary) run in the dtypes LLMs train in. Each dtype of such a case costs
@@ -67,7 +69,10 @@ def _module(loss: str):
 
 
 def cases_for(loss: str) -> list[Case]:
-    return list(_module(loss).CASES)
+    """Return a loss's cases, its GPU-only cases last."""
+    from .gpu import CASES as GPU_CASES
+
+    return list(_module(loss).CASES) + list(GPU_CASES.get(loss, ()))
 
 
 def error_cases_for(loss: str) -> list[ErrorCase]:
