@@ -43,15 +43,15 @@ DTYPES=${GPU_CHECK_DTYPES:-float32,bfloat16,float16}
 COMPILED=${GPU_CHECK_COMPILED:-linear_cross_entropy:float32,cross_entropy:bfloat16}
 started=$(date +%s)
 
-# The CLI stops its workers on Ctrl-C and exits 130, which bash would take for
-# an ordinary failure and carry on; the traps end the script instead.
+# The CLI stops its workers on Ctrl-C and exits 130. Bash would take that for an
+# ordinary failure and go on to the next step, so the traps end the script.
 trap 'echo "gpu_check: interrupted; the remaining steps were not run" >&2; exit 130' INT
 trap 'echo "gpu_check: terminated; the remaining steps were not run" >&2; exit 143' TERM
 
 elapsed() { echo $(($(date +%s) - started)); }
 
 # Run a command with a time limit in seconds. --foreground keeps it in the
-# terminal's process group, so Ctrl-C reaches it; on expiry it gets SIGTERM,
+# terminal's process group, so Ctrl-C reaches it. On expiry it gets SIGTERM,
 # which the CLI handles like Ctrl-C, and the status is 124.
 limited() {
     local seconds=$1

@@ -369,7 +369,7 @@ def test_gpu_check_without_extra_packages(tmp_path):
     assert hidden.returncode != 0  # The site folder really hides a package outside the list.
 
     completed = subprocess.run(["bash", "conformance/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 1, completed.stderr  # No backend sees a GPU here.
+    assert completed.returncode == 1, completed.stderr  # No backend finds a GPU on this machine.
     assert "compiled: none" in completed.stderr  # The default compiled entries name losses outside GPU_CHECK_LOSSES.
     assert "Traceback" not in completed.stderr
     document = json.loads((out / "conformance.json").read_text())

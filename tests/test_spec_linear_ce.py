@@ -1,8 +1,8 @@
 """Spec tests of linear_cross_entropy: values from plain loops, gradients from central differences, bad input.
 
 The expected values are computed with ``math`` on tiny inputs, one token and one
-class at a time, from the formula in the docstring; the spec itself is never
-the reference for its own value.
+class at a time, from the formula in the docstring. The spec is never the
+reference for its own value.
 """
 
 import math
