@@ -58,7 +58,8 @@ class Implementation:
     calls the built-in. ``unsupported(inputs, options)`` returns a reason when
     the implementation cannot express a case (an option the built-in lacks),
     else None. ``validates`` is True when the implementation promises the spec's
-    error messages for bad input (the mirrors do, the natives do not).
+    error messages for bad input (the mirrors do, the natives do not). ``modes``
+    limits the modes it is run in.
     """
 
     loss: str
@@ -69,6 +70,7 @@ class Implementation:
     differences: tuple[Difference, ...] = ()
     notes: str = ""
     validates: bool = False
+    modes: tuple[str, ...] = ("eager", "compiled")
 
     @property
     def key(self) -> str:

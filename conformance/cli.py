@@ -247,15 +247,73 @@ def command_run(args) -> int:
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs} is invalid; expected at least 1")
 
+    subject_runs = _plan_registered_subjects(args, backends, selection)
+    return _run_and_report(args, selection, backends, subject_runs, allow_tf32=allow_tf32, determinism=determinism, compare_device=compare_device)
+
+
+def _plan_registered_subjects(args, backends: list[str], selection: Selection) -> list:
+    """Return the worker runs of the third-party subjects that --subject selects (default: all registered, for --backend all)."""
+    from . import plugin, subjects
+
+    requested = _split(args.subject)
+    if not requested:
+        requested = ["all"] if not args.backend or "all" in _split(args.backend) else ["none"]
+    if "none" in requested:
+        if len(requested) > 1:
+            raise UsageError(f"--subject none cannot be combined with other subjects; got {', '.join(requested)}")
+        return []
+    names = subjects.registered()
+    targets = names if "all" in requested else requested
+    runs = []
+    for target in targets:
+        try:
+            planned = subjects.plan(target, selected_losses=selection.losses)
+        except plugin.PluginError as error:
+            if "all" in requested and "declares no implementation of the selected" in str(error):
+                continue  # A registered subject of none of the selected losses.
+            raise UsageError(str(error)) from error
+        runs += [run for run in planned if run.backend in backends or "all" in requested]
+    labels = [run.label for run in runs]
+    clashes = sorted({label for label in labels if labels.count(label) > 1 or label in backends})
+    if clashes:
+        raise UsageError(f"subject names {', '.join(clashes)} are used twice (or equal a backend's name); give the declarations distinct subject names")
+    return runs
+
+
+def _run_and_report(args, selection: Selection, backends: list[str], subject_runs: list, *, allow_tf32=False, determinism=False, compare_device=None) -> int:
+    """Run the backends' workers and the subjects' workers, then write, print and judge the results like lossparity run."""
+    from dataclasses import replace
+
+    from .runner import _worker_command, run_backends
+
+    by_label = {run.label: run for run in subject_runs}
+
+    def command_for(run):
+        subject = by_label.get(run.backend)
+        if subject is None:
+            return _worker_command(run, selection, args.device)
+        command = _worker_command(run, replace(selection, losses=subject.losses), args.device)
+        command[command.index("--backend") + 1] = subject.backend
+        return command + ["--subject", subject.target, "--label", subject.label]
+
+    labels = list(backends) + [run.label for run in subject_runs]
     command = "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     # SIGTERM and SIGHUP (a closed terminal) take the same path as Ctrl-C, so the runner stops its workers on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
-        with _Progress(backends, show_progress) as progress:
+        with _Progress(labels, show_progress) as progress:
             result = run_backends(
-                backends, selection, device=args.device, timeout=args.timeout, jobs=args.jobs, on_progress=progress.update
+                labels,
+                selection,
+                device=args.device,
+                timeout=args.timeout,
+                jobs=args.jobs,
+                on_progress=progress.update,
+                worker_command=command_for,
+                worker_env={run.label: run.environment for run in subject_runs},
+                frameworks={run.label: run.backend for run in subject_runs},
             )
     except KeyboardInterrupt:
         print("lossparity: interrupted; the workers were stopped and no results were written", file=sys.stderr)
@@ -270,7 +328,7 @@ def command_run(args) -> int:
             "losses": list(selection.losses),
             "dtypes": list(selection.dtypes),
             "modes": list(selection.modes),
-            "compiled_losses": None if compiled_losses is None else list(compiled_losses),
+            "compiled_losses": None if selection.compiled_losses is None else list(selection.compiled_losses),
             "tf32": allow_tf32,
             "determinism": determinism,
             "compare_device": compare_device,
@@ -288,6 +346,10 @@ def command_run(args) -> int:
                 }
                 for name, run in result.backends.items()
             },
+            "subjects": {
+                run.label: {"target": run.target, "backend": run.backend, "losses": list(run.losses), "environment": run.environment, "description": run.description}
+                for run in subject_runs
+            },
         },
         "records": result.records,
     }
@@ -295,9 +357,9 @@ def command_run(args) -> int:
     out_dir = Path(args.out) if args.out else PROJECT_ROOT / "results" / document["environment"]["environment_id"]
     if args.publish and not result.records:
         print("lossparity: nothing to publish, because no backend produced a result", file=sys.stderr)
-    elif args.out or args.publish:
+    elif args.out or getattr(args, "publish", False):
         json_path, markdown_path = report.write_results(document, out_dir)
-        if args.publish:
+        if getattr(args, "publish", False):
             report.write_index(out_dir.parent)
             link = markdown_path.relative_to(PROJECT_ROOT).as_posix() if markdown_path.is_relative_to(PROJECT_ROOT) else str(markdown_path)
             if not report.update_readme_summary(PROJECT_ROOT / "README.md", document, link):
@@ -316,13 +378,62 @@ def command_run(args) -> int:
             # The reader stopped early (as "| head" does); that is not an error of the run.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
-        _print_summary(document, result, out_dir if (args.out or args.publish) else None)
+        _print_summary(document, result, out_dir if (args.out or getattr(args, "publish", False)) else None)
 
     unexpected = [record for record in result.records if record["status"] in report.UNEXPECTED]
     if not result.records:
         print("lossparity: no backend produced a result; see the reasons above", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_FAILURES if unexpected else EXIT_OK
+
+
+def command_check(args) -> int:
+    """Run every case of the declared loss on a user's implementation, like lossparity run does for the mirrors."""
+    from . import plugin, subjects
+
+    backend = args.backend
+    if backend is not None and backend not in backend_loader.known_backends():
+        raise UsageError(f"unknown backend {backend!r}; expected one of: {', '.join(backend_loader.known_backends())}")
+    requested_losses = _split(args.loss)
+    unknown = [name for name in requested_losses if name not in losses.SPECS]
+    if unknown:
+        raise UsageError(f"unknown loss {', '.join(map(repr, unknown))}; expected one of: {', '.join(losses.SPECS)}")
+    only_loss = requested_losses[0] if len(requested_losses) == 1 else None
+    # The user's module is imported from the current folder, as python -m would.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        runs = subjects.plan(args.implementation, loss=only_loss, backend=backend, selected_losses=tuple(requested_losses) or None)
+        declared = plugin.load(args.implementation, loss=only_loss, backend=backend)
+    except plugin.PluginError as error:
+        raise UsageError(str(error)) from error
+    declared_losses = tuple(dict.fromkeys(item.loss for item in declared))
+    missing = [name for name in requested_losses if name not in declared_losses]
+    if missing:
+        raise UsageError(f"--loss {', '.join(missing)}: {args.implementation} declares only {', '.join(declared_losses)}")
+    for run in runs:
+        hint = backend_loader.missing_framework(run.backend)
+        if hint:
+            raise UsageError(f"{args.implementation} takes {run.backend} tensors, but {hint}")
+    selection = Selection(
+        losses=tuple(dict.fromkeys(loss for run in runs for loss in run.losses)),
+        dtypes=_choose("dtype", _split(args.dtype), DTYPES, DTYPES),
+        modes=_choose("mode", _split(args.mode), MODES, MODES),
+        groups=_choose("case group", _split(args.group), GROUPS[:-1], ()) or None,
+        seed=args.seed,
+    )
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed} is invalid; expected a non-negative integer")
+    if args.out:
+        _require_writable_folder(Path(args.out))
+    if not 0 < args.timeout < float("inf"):
+        raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive, finite number of seconds")
+    args.jobs = 1
+    args.device = "cpu"
+    args.publish = False
+    # The worker imports the target by name, so it needs the current folder on its path too.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    return _run_and_report(args, selection, [], runs)
 
 
 def _print_summary(document, result, out_dir) -> None:
@@ -429,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compare-device", help=argparse.SUPPRESS)
     # For the harness's own tests: the TF32 tier's labels and tolerances on a CPU, where TF32 changes nothing.
     run.add_argument("--tf32-tier-on-cpu", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument(
+        "--subject",
+        action="append",
+        help="third-party implementations to run beside the backends: entry-point names of the lossparity.implementations "
+        "group, IMPL targets, all or none (default: all registered ones with --backend all, else none)",
+    )
     run.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing unless --publish)")
     run.add_argument("--publish", action="store_true", help="write results/<environment-id>/, the results index and the README summary")
     run.add_argument("--format", choices=("table", "json"), default="table", help="summary table, or one JSON document on stdout")
@@ -438,6 +555,30 @@ def build_parser() -> argparse.ArgumentParser:
     progress = run.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress bars (default: when stderr is a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+
+    check = commands.add_parser(
+        "check",
+        help="check your own implementation of a spec loss against the spec, with every case of that loss",
+        description="Run every conformance case of a spec loss on IMPL, a function of yours, and report it like "
+        "lossparity run reports the mirrors. IMPL is package.module:function (importable from the current folder "
+        "or installed) or the name of an entry point in the lossparity.implementations group. Declare the loss, the "
+        "backend and the argument mapping with conformance.plugin.implements, or give --loss and --backend for a "
+        "function that takes the spec's argument names. Exit status: 0 when every case passed or was not covered, "
+        "1 when one failed, raised, crashed or hung, 2 on a usage error, 130 when interrupted.",
+    )
+    check.add_argument("implementation", metavar="IMPL", help="package.module:function, or an entry-point name")
+    check.add_argument("--loss", action="append", help="the spec loss IMPL computes (needed when IMPL has no declaration; default: every loss it declares)")
+    check.add_argument("--backend", help="the framework whose tensors IMPL takes: torch, tensorflow, jax or numpy (needed when IMPL has no declaration)")
+    check.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
+    check.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
+    check.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input or all (default all)")
+    check.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing)")
+    check.add_argument("--format", choices=("table", "json"), default="table", help="summary table, or one JSON document on stdout")
+    check.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")
+    check.add_argument("--timeout", type=float, default=600.0, help="seconds the implementation may go without progress before it is killed (default 600)")
+    check_progress = check.add_mutually_exclusive_group()
+    check_progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar (default: when stderr is a terminal)")
+    check_progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 
     bench = commands.add_parser(
         "bench",
@@ -476,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up messages would bury the output of list and explain.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "bench": command_bench}
+    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "check": command_check, "bench": command_bench}
     try:
         return handlers[args.command](args)
     except UsageError as error:

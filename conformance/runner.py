@@ -101,13 +101,14 @@ def _worker_command(run: BackendRun, selection: Selection, device: str) -> list[
     return command
 
 
-def _start(run: BackendRun, command_for: Callable[[BackendRun], list[str]], device: str, workdir: Path) -> None:
+def _start(run: BackendRun, command_for: Callable[[BackendRun], list[str]], device: str, workdir: Path, extra_env: dict | None = None) -> None:
     run.output_path = workdir / f"{run.backend}.{run.restarts}.jsonl"
     run.log_path = workdir / f"{run.backend}.{run.restarts}.log"
     run.read_offset = 0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra_env or {})
     if device == "gpu":
         # JAX must not grab most of the GPU up front, and TensorFlow must grow on
         # demand, so two workers can share one GPU. TF32 is set in the worker
@@ -205,7 +206,7 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Path, timeout: float) -> bool:
+def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Path, timeout: float, extra_env: dict | None = None) -> bool:
     """Record a worker that exited or went silent, restart it if units remain, and return True when the backend is finished."""
     code = run.process.poll()
     hung = code is None and time.monotonic() - run.last_activity > timeout
@@ -233,7 +234,7 @@ def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Pat
     run.finished_units = run.skip
     run.current = None
     run.restarts += 1
-    _start(run, command_for, device, workdir)
+    _start(run, command_for, device, workdir, extra_env)
     return False
 
 
@@ -246,12 +247,16 @@ def run_backends(
     jobs: int = 2,
     on_progress: Callable[[BackendRun], None] | None = None,
     worker_command: Callable[[BackendRun], list[str]] | None = None,
+    worker_env: dict[str, dict[str, str]] | None = None,
+    frameworks: dict[str, str] | None = None,
 ) -> RunResult:
     """Run each backend's worker, at most ``jobs`` at a time, and collect every record.
 
     ``worker_command(run)`` returns the command line of a worker that speaks
     the JSON-lines protocol of ``conformance.worker``; by default it is that
-    worker on ``selection``.
+    worker on ``selection``. ``worker_env`` adds environment variables to some
+    workers' processes, and ``frameworks`` names the backend whose framework a
+    worker needs (by default its own name), both keyed by the run's name.
     """
     command_for = worker_command or (lambda run: _worker_command(run, selection, device))
     started = time.monotonic()
@@ -265,7 +270,7 @@ def run_backends(
             while pending or active:
                 while pending and len(active) < max(1, jobs):
                     run = runs[pending.pop(0)]
-                    hint = backend_loader.missing_framework(run.backend)
+                    hint = backend_loader.missing_framework((frameworks or {}).get(run.backend, run.backend))
                     if hint:
                         run.unavailable = hint
                         run.done = run.finished = True
@@ -273,7 +278,7 @@ def run_backends(
                             on_progress(run)
                         continue
                     run.started = time.monotonic()
-                    _start(run, command_for, device, workdir)
+                    _start(run, command_for, device, workdir, (worker_env or {}).get(run.backend))
                     active.append(run)
 
                 for run in list(active):
@@ -282,7 +287,7 @@ def run_backends(
                         run.last_activity = time.monotonic()
                     for document in documents:
                         _absorb(run, document)
-                    if _handle_exit_or_hang(run, command_for, device, workdir, timeout):
+                    if _handle_exit_or_hang(run, command_for, device, workdir, timeout, (worker_env or {}).get(run.backend)):
                         if not run.seconds:
                             run.seconds = time.monotonic() - run.started
                         run.finished = True

@@ -96,9 +96,16 @@ class Worker:
     _generated: tuple | None = None
 
     @classmethod
-    def load(cls, backend: str, selection: Selection, device: str = "cpu") -> "Worker":
+    def load(cls, backend: str, selection: Selection, device: str = "cpu", subject: str | None = None, label: str | None = None) -> "Worker":
+        """Load a backend's implementations, or with ``subject`` (an IMPL of lossparity check) only the subject's.
+
+        ``label`` replaces the backend's name in the records (a subject's name).
+        """
         implementations, runtime = backend_loader.load(backend, device)
-        worker = cls(backend, implementations, runtime, selection, backend_loader.known_failures(backend))
+        known = backend_loader.known_failures(backend)
+        if subject is not None:
+            implementations, known = subject_implementations(subject, backend, selection.losses)
+        worker = cls(label or backend, implementations, runtime, selection, known)
         if selection.compare_device:
             _, worker.comparison_runtime = backend_loader.load(backend, selection.compare_device)
         # The settings are process-wide, and building a runtime resets them, so
@@ -122,7 +129,7 @@ class Worker:
                         continue
                     for impl in own:
                         for mode in self.selection.modes:
-                            if mode not in self.runtime.modes:
+                            if mode not in self.runtime.modes or mode not in impl.modes:
                                 continue
                             if mode == "eager" or (case.compiled and self._compiled_allowed(loss, dtype)):
                                 units.append(Unit(loss, impl, dtype, mode, case=case))
@@ -396,6 +403,53 @@ class Worker:
         return self._record(unit, "error", "fail", detail=f"accepted the bad input; expected {expected.__name__}")
 
 
+def subject_implementations(target: str, backend: str, selected_losses: tuple[str, ...]):
+    """Load the declarations of IMPL for this backend; return their Implementations and known failures."""
+    from . import plugin
+
+    declarations = _subject_declarations(target, backend, selected_losses)
+    known = [
+        backend_loader.KnownFailure(entry.pattern, "xfail", entry.reason, entry.link)
+        for declaration in declarations
+        for entry in declaration.known_failures
+    ]
+    return tuple(plugin.implementation(item) for item in declarations), known
+
+
+def _subject_declarations(target: str, backend: str, selected_losses: tuple[str, ...]):
+    """Load IMPL's declarations for this backend and the selected losses; one selected loss also names an undecorated function's loss."""
+    from . import plugin
+
+    only_loss = selected_losses[0] if len(selected_losses) == 1 else None
+    declarations = plugin.load(target, loss=only_loss, backend=backend)
+    return [item for item in declarations if item.backend == backend and item.loss in selected_losses]
+
+
+def subject_problem(target: str, backend: str, selected_losses: tuple[str, ...]) -> str | None:
+    """Say why a subject cannot run in this process (a required module is missing), or None."""
+    from . import plugin
+
+    for declaration in _subject_declarations(target, backend, selected_losses):
+        problem = plugin.missing_requirement(declaration)
+        if problem:
+            return problem
+    return None
+
+
+def subject_versions(target: str, backend: str, selected_losses: tuple[str, ...]) -> dict[str, str]:
+    """Return the installed versions of the modules a subject requires."""
+    import importlib.metadata
+
+    versions = {}
+    for declaration in _subject_declarations(target, backend, selected_losses):
+        for module in declaration.requires:
+            try:
+                versions[module] = importlib.metadata.version(module)
+            except importlib.metadata.PackageNotFoundError:
+                versions[module] = "not installed"
+    return versions
+
+
 def _comparison_device_problem(runtime, device: str) -> str | None:
     """Say why the comparison runtime cannot run on device, or None when it can."""
     if device not in runtime.devices:
@@ -455,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-tf32", action="store_true", help="run the TF32 tier")
     parser.add_argument("--determinism", action="store_true", help="evaluate each unit twice and compare bit for bit")
     parser.add_argument("--compare-device", default="", help="also evaluate each unit on this device and compare")
+    parser.add_argument("--subject", default=None, help="run only this IMPL (module:function or entry-point name) on the backend's runtime")
+    parser.add_argument("--label", default=None, help="the name the records give instead of the backend (a subject's name)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N units of the plan (used after a crash)")
     parser.add_argument("--out", required=True, help="JSON-lines file to append records to")
     args = parser.parse_args(argv)
@@ -477,7 +533,12 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(document) + "\n")
             out.flush()
 
-        worker = Worker.load(args.backend, selection, args.device)
+        problem = subject_problem(args.subject, args.backend, selection.losses) if args.subject else None
+        if problem:
+            emit({"type": "environment", "backend": args.label or args.backend, "versions": subject_versions(args.subject, args.backend, selection.losses), "unavailable": problem, "precision": {}, "device_name": None, "pid": os.getpid()})
+            emit({"type": "done", "seconds": time.perf_counter() - started, "compile_seconds": 0.0})
+            return 0
+        worker = Worker.load(args.backend, selection, args.device, subject=args.subject, label=args.label)
         unavailable = worker.runtime.unavailable_reason()
         if not unavailable and worker.comparison_runtime is not None:
             reason = _comparison_device_problem(worker.comparison_runtime, selection.compare_device)
@@ -485,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         emit(
             {
                 "type": "environment",
-                "backend": args.backend,
-                "versions": worker.runtime.versions(),
+                "backend": args.label or args.backend,
+                "versions": {**worker.runtime.versions(), **(subject_versions(args.subject, args.backend, selection.losses) if args.subject else {})},
                 "unavailable": unavailable,
                 "precision": worker.precision,
                 "device_name": None if unavailable else worker.runtime.device_name(),
