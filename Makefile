@@ -15,7 +15,7 @@ all: conformance
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q -c constraints.txt setuptools wheel
-	$(PIP) install --disable-pip-version-check -q -c constraints.txt --no-build-isolation -e '.[cpu,test,bench]'
+	$(PIP) install --disable-pip-version-check -q -c constraints.txt --no-build-isolation -e '.[cpu,test,bench,subjects]'
 	touch $(STAMP)
 
 conformance: $(STAMP)

@@ -234,11 +234,12 @@ def command_run(args) -> int:
     selection.compiled_losses = compiled_losses
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed} is invalid; expected a non-negative integer")
-    filtered = any([args.loss, args.dtype, args.mode, args.group, args.compiled_loss]) or set(backends) != {"numpy", "torch", "tensorflow", "jax"}
+    subjects_filtered = bool(args.subject) and "all" not in _split(args.subject)
+    filtered = any([args.loss, args.dtype, args.mode, args.group, args.compiled_loss, subjects_filtered]) or set(backends) != {"numpy", "torch", "tensorflow", "jax"}
     if args.publish and filtered:
         raise UsageError(
             "--publish replaces the published tables of this machine, so it needs the full run: "
-            "drop --backend, --loss, --dtype, --mode and --group, or write elsewhere with --out DIR"
+            "drop --backend, --loss, --dtype, --mode, --group and --subject, or write elsewhere with --out DIR"
         )
     if args.out:
         _require_writable_folder(Path(args.out))
@@ -280,7 +281,9 @@ def _plan_registered_subjects(args, backends: list[str], selection: Selection) -
     return runs
 
 
-def _run_and_report(args, selection: Selection, backends: list[str], subject_runs: list, *, allow_tf32=False, determinism=False, compare_device=None) -> int:
+def _run_and_report(
+    args, selection: Selection, backends: list[str], subject_runs: list, *, allow_tf32=False, determinism=False, compare_device=None, grouped_failures=False
+) -> int:
     """Run the backends' workers and the subjects' workers, then write, print and judge the results like lossparity run."""
     from dataclasses import replace
 
@@ -377,6 +380,8 @@ def _run_and_report(args, selection: Selection, backends: list[str], subject_run
         except BrokenPipeError:
             # The reader stopped early (as "| head" does); that is not an error of the run.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    elif grouped_failures:
+        _print_check_report(document, out_dir if args.out else None)
     else:
         _print_summary(document, result, out_dir if (args.out or getattr(args, "publish", False)) else None)
 
@@ -392,8 +397,8 @@ def command_check(args) -> int:
     from . import plugin, subjects
 
     backend = args.backend
-    if backend is not None and backend not in backend_loader.known_backends():
-        raise UsageError(f"unknown backend {backend!r}; expected one of: {', '.join(backend_loader.known_backends())}")
+    if backend is not None and backend not in plugin.FRAMEWORKS:
+        raise UsageError(f"--backend {backend!r} is invalid; expected one of: {', '.join(plugin.FRAMEWORKS)} (the framework whose tensors IMPL takes)")
     requested_losses = _split(args.loss)
     unknown = [name for name in requested_losses if name not in losses.SPECS]
     if unknown:
@@ -433,7 +438,40 @@ def command_check(args) -> int:
     args.publish = False
     # The worker imports the target by name, so it needs the current folder on its path too.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    return _run_and_report(args, selection, [], runs)
+    return _run_and_report(args, selection, [], runs, grouped_failures=True)
+
+
+def _print_check_report(document, out_dir) -> None:
+    """Print lossparity check's report: counts per implementation, then each failing case and check on one line."""
+    from collections import defaultdict
+
+    records = document["records"]
+    for name, info in document["run"]["backends"].items():
+        if info.get("unavailable"):
+            print(f"{name}: not run: {info['unavailable']}")
+    by_implementation = defaultdict(list)
+    for record in records:
+        by_implementation[(record["loss"], record["implementation"])].append(record)
+    for (loss, implementation), items in by_implementation.items():
+        tally = report.counts(items)
+        print(f"{implementation} against the spec {loss}: " + ", ".join(f"{status} {tally[status]}" for status in report.STATUS_ORDER if tally[status]))
+        failing = defaultdict(list)
+        for record in items:
+            if record["status"] in report.UNEXPECTED:
+                failing[(record["case"], record["check"], record["status"])].append(record)
+        if failing:
+            print("  failed (case, check: the dtypes and modes where it failed; the first failure's detail):")
+        for (case, check, status), group in failing.items():
+            where = ", ".join(f"{record['dtype']} {record['mode']}" for record in group)
+            print(f"  {status.upper()} {case}, {check}: {where}")
+            print(f"      {report.short_detail(group[0]['detail'], 240)}")
+        uncovered = defaultdict(set)
+        for record in items:
+            if record["status"] == "unsupported":
+                uncovered[record["detail"]].add(record["case"])
+        for reason, cases in uncovered.items():
+            print(f"  not covered: {reason} ({', '.join(sorted(cases))})")
+    print(f"wall time {document['run']['wall_seconds']:.1f} s, compiling {document['run']['compile_seconds']:.1f} s" + (f"; results in {out_dir}" if out_dir else ""))
 
 
 def _print_summary(document, result, out_dir) -> None:
@@ -568,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("implementation", metavar="IMPL", help="package.module:function, or an entry-point name")
     check.add_argument("--loss", action="append", help="the spec loss IMPL computes (needed when IMPL has no declaration; default: every loss it declares)")
-    check.add_argument("--backend", help="the framework whose tensors IMPL takes: torch, tensorflow, jax or numpy (needed when IMPL has no declaration)")
+    check.add_argument("--backend", help="the framework whose tensors IMPL takes: torch, tensorflow or jax (needed when IMPL has no declaration)")
     check.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
     check.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
     check.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input or all (default all)")

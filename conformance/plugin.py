@@ -22,7 +22,7 @@ mirrors. The mapping rules:
   case gives it its spec default (or a value listed for it in ``supports``). A
   case that sets it otherwise is reported as not covered, not as a failure.
 - ``unsupported`` names arguments the function accepts but does not handle
-  like the spec; a case that sets them to a non-default value is not covered.
+  like the spec. A case that sets them to a non-default value is not covered.
 - ``supports`` limits an option to some values, for example
   ``{"reduction": ("mean",)}``.
 
@@ -40,14 +40,15 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import losses
-from backends import BACKENDS
 from backends._api import Difference, Implementation
 
 ENTRY_POINT_GROUP = "lossparity.implementations"
+# The backends whose runtimes call a declared function and differentiate it.
+FRAMEWORKS = ("torch", "tensorflow", "jax")
 POSITIONAL = "*"
 _ATTRIBUTE = "__lossparity__"
 
@@ -75,7 +76,7 @@ class KnownFailure:
 class Declaration:
     """What ``lossparity check`` needs to know about one implementation of one spec loss.
 
-    ``environment`` holds variables the worker process must have before the
+    ``environment`` contains variables the worker process must have before the
     implementation's module is imported (Keras reads ``KERAS_BACKEND`` at
     import). ``requires`` names modules without which the implementation
     cannot run; a missing one makes the run report the implementation as not
@@ -126,8 +127,9 @@ def _check(declaration: Declaration) -> None:
     name = declaration.name
     if declaration.loss not in losses.SPECS:
         raise PluginError(f"{name}: loss {declaration.loss!r} is not a spec loss; expected one of: {', '.join(losses.SPECS)}")
-    if declaration.backend not in BACKENDS:
-        raise PluginError(f"{name}: backend {declaration.backend!r} is unknown; expected one of: {', '.join(BACKENDS)}")
+    if declaration.backend not in FRAMEWORKS:
+        hint = " (the numpy backend evaluates the spec itself and has no automatic differentiation to check a function's gradient with)" if declaration.backend == "numpy" else ""
+        raise PluginError(f"{name}: backend {declaration.backend!r} is unknown{hint}; expected one of: {', '.join(FRAMEWORKS)}")
     if not callable(declaration.function):
         raise PluginError(f"{name}: function is {type(declaration.function).__name__}, not a callable")
     parameters = spec_parameters(declaration.loss)
@@ -157,8 +159,8 @@ def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 def load(target: str, *, loss: str | None = None, backend: str | None = None) -> list[Declaration]:
     """Resolve IMPL (``module:attribute`` or an entry-point name) to its Declarations.
 
-    ``loss`` and ``backend`` describe an undecorated function, and they must
-    agree with a declaration that says otherwise.
+    ``loss`` and ``backend`` describe an undecorated function. A single
+    declaration whose backend differs from ``backend`` raises PluginError.
     """
     obtained = _resolve(target)
     if callable(obtained) and not hasattr(obtained, _ATTRIBUTE) and not isinstance(obtained, Declaration) and _takes_no_arguments(obtained):
@@ -200,7 +202,7 @@ def _resolve(target: str):
             )
         try:
             return found.load()
-        except Exception as error:  # The user's module may fail in any way; say which entry point it was.
+        except Exception as error:  # The user's module may fail in any way, so the error names the entry point.
             raise PluginError(f"entry point {target!r} ({found.value}) failed to load: {type(error).__name__}: {error}") from error
     if not module_name or not attribute:
         raise PluginError(f"implementation {target!r} is invalid; expected package.module:function")
@@ -312,8 +314,3 @@ def _same(a, b) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):
         return False
-
-
-def with_subject(declarations: Iterable[Declaration], subject: str) -> list[Declaration]:
-    """Give every declaration without a subject the label ``subject``."""
-    return [item if item.subject else replace(item, subject=subject) for item in declarations]

@@ -131,6 +131,9 @@ def markdown(document: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += _details(items)
+    from .subject_report import subject_sections
+
+    lines += subject_sections(document)
     return "\n".join(lines) + "\n"
 
 
