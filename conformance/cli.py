@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import losses
@@ -302,6 +304,14 @@ def _run_and_report(
     labels = list(backends) + [run.label for run in subject_runs]
     command = "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    environment = describe(args.device, tf32=allow_tf32)
+    publish = getattr(args, "publish", False)
+    out_dir = Path(args.out) if args.out else PROJECT_ROOT / "results" / environment["environment_id"]
+    journal = out_dir / JOURNAL_FOLDER if (args.out or publish) else None
+    resume = getattr(args, "resume", False)
+    manifest = {"selection": asdict(selection), "device": args.device, "backends": labels, "subjects": [run.target for run in subject_runs]}
+    _prepare_journal(journal, manifest, resume)
+    memory_limit = getattr(args, "memory_limit", None)
     # SIGTERM and SIGHUP (a closed terminal) take the same path as Ctrl-C, so the runner stops its workers on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
@@ -317,14 +327,24 @@ def _run_and_report(
                 worker_command=command_for,
                 worker_env={run.label: run.environment for run in subject_runs},
                 frameworks={run.label: run.backend for run in subject_runs},
+                memory_limit=None if memory_limit is None else int(memory_limit * 2**30),
+                journal=journal,
+                resume=resume,
             )
     except KeyboardInterrupt:
-        print("lossparity: interrupted; the workers were stopped and no results were written", file=sys.stderr)
+        if journal is not None:
+            print(
+                f"lossparity: interrupted; the workers were stopped, the published results were left as they were, and the "
+                f"finished units are kept in {journal}. Run the same command with --resume to continue.",
+                file=sys.stderr,
+            )
+        else:
+            print("lossparity: interrupted; the workers were stopped and no results were written", file=sys.stderr)
         return EXIT_INTERRUPTED
 
     document = {
         "schema": 1,
-        "environment": describe(args.device, tf32=allow_tf32),
+        "environment": environment,
         "run": {
             "command": command,
             "seed": selection.seed,
@@ -357,8 +377,9 @@ def _run_and_report(
         "records": result.records,
     }
 
-    out_dir = Path(args.out) if args.out else PROJECT_ROOT / "results" / document["environment"]["environment_id"]
-    if args.publish and not result.records:
+    if journal is not None:
+        shutil.rmtree(journal, ignore_errors=True)  # The run finished, so there is nothing to resume.
+    if publish and not result.records:
         print("lossparity: nothing to publish, because no backend produced a result", file=sys.stderr)
     elif args.out or getattr(args, "publish", False):
         json_path, markdown_path = report.write_results(document, out_dir)
@@ -439,6 +460,37 @@ def command_check(args) -> int:
     # The worker imports the target by name, so it needs the current folder on its path too.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     return _run_and_report(args, selection, [], runs, grouped_failures=True)
+
+
+# The folder, inside the results folder, where an unfinished run keeps its workers' output for --resume.
+JOURNAL_FOLDER = ".partial"
+
+
+def _prepare_journal(journal: Path | None, manifest: dict, resume: bool) -> None:
+    """Check --resume against the journal's manifest, or start a new journal, replacing an old one."""
+    if journal is None:
+        if resume:
+            raise UsageError("--resume continues a run that wrote results, so it needs --out DIR or --publish as the interrupted run had")
+        return
+    manifest_path = journal / "manifest.json"
+    if resume:
+        if not manifest_path.exists():
+            raise UsageError(f"--resume found no interrupted run in {journal}; run the command without --resume")
+        try:
+            recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"--resume cannot read {manifest_path}: {error}; delete {journal} and run without --resume") from error
+        recorded_json, current_json = json.dumps(recorded, sort_keys=True), json.dumps(manifest, sort_keys=True, default=list)
+        if recorded_json != current_json:
+            differing = sorted(key for key in set(recorded) | set(manifest) if json.dumps(recorded.get(key), sort_keys=True) != json.dumps(manifest.get(key), sort_keys=True, default=list))
+            raise UsageError(
+                f"--resume: this command selects a different run than the interrupted one in {journal} (differs in: {', '.join(differing)}); "
+                f"repeat the interrupted command with --resume, or drop --resume to start over"
+            )
+        return
+    shutil.rmtree(journal, ignore_errors=True)
+    journal.mkdir(parents=True)
+    report.write_atomically(manifest_path, json.dumps(manifest, sort_keys=True, default=list))
 
 
 def _print_check_report(document, out_dir) -> None:
@@ -585,6 +637,17 @@ def build_parser() -> argparse.ArgumentParser:
         "group, IMPL targets, all or none (default: all registered ones with --backend all, else none)",
     )
     run.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing unless --publish)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run with --out or --publish from its last finished unit; the command must select the same run",
+    )
+    run.add_argument(
+        "--memory-limit",
+        type=float,
+        help="cap each worker's virtual address space at this many GiB (RLIMIT_AS), so an allocation beyond it fails in "
+        "that worker only; frameworks reserve address space at start-up, so allow several GiB (default: no limit)",
+    )
     run.add_argument("--publish", action="store_true", help="write results/<environment-id>/, the results index and the README summary")
     run.add_argument("--format", choices=("table", "json"), default="table", help="summary table, or one JSON document on stdout")
     run.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")

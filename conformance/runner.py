@@ -9,9 +9,11 @@ way. Either way the other backends and the remaining units go on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import backend_loader
-from .worker import Selection
+from .worker import MEMORY_WORDS, Selection
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class BackendRun:
     last_activity: float = 0.0
     started: float = 0.0
     done: bool = False  # The worker wrote its closing line.
+    recovered: bool = False  # The state was read back from an interrupted run's journal.
     finished: bool = False  # The runner is done with this backend, whatever happened.
 
 
@@ -101,7 +104,20 @@ def _worker_command(run: BackendRun, selection: Selection, device: str) -> list[
     return command
 
 
-def _start(run: BackendRun, command_for: Callable[[BackendRun], list[str]], device: str, workdir: Path, extra_env: dict | None = None) -> None:
+@dataclass
+class Launch:
+    """The settings every worker start uses: command line, device, folder, extra environment and memory limit."""
+
+    command_for: Callable[[BackendRun], list[str]]
+    device: str
+    workdir: Path
+    env_by_backend: dict = field(default_factory=dict)
+    memory_limit: int | None = None
+
+
+def _start(run: BackendRun, launch: Launch) -> None:
+    command_for, device, workdir = launch.command_for, launch.device, launch.workdir
+    extra_env, memory_limit = launch.env_by_backend.get(run.backend), launch.memory_limit
     run.output_path = workdir / f"{run.backend}.{run.restarts}.jsonl"
     run.log_path = workdir / f"{run.backend}.{run.restarts}.log"
     run.read_offset = 0
@@ -124,9 +140,21 @@ def _start(run: BackendRun, command_for: Callable[[BackendRun], list[str]], devi
             env=env,
             cwd=PROJECT_ROOT,
             start_new_session=True,
+            preexec_fn=None if memory_limit is None else _address_space_limiter(memory_limit),
         )
     run.last_activity = time.monotonic()
     log.info("started %s worker (pid %d, skip %d)", run.backend, run.process.pid, run.skip)
+
+
+def _address_space_limiter(limit: int) -> Callable[[], None]:
+    """Return a function that caps the calling process's virtual address space at limit bytes (RLIMIT_AS)."""
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
 
 
 def _read_new_lines(run: BackendRun) -> list[dict]:
@@ -176,7 +204,33 @@ def _tail(path: Path | None, limit: int = 1500) -> str:
     return text.strip()
 
 
-def _fault_record(run: BackendRun, status: str, detail: str) -> dict:
+# The fault kind of a worker killed by a signal.
+SIGNAL_FAULTS = {signal.SIGABRT: "abort", signal.SIGKILL: "killed", signal.SIGSEGV: "segfault", signal.SIGBUS: "bus-error"}
+
+
+def fault_kind(code: int | None, log_tail: str, unit_started: bool) -> str:
+    """Classify a worker's fault: timeout, memory, import, abort, killed, segfault, bus-error, signal or exit."""
+    if code is None:
+        return "timeout"
+    if any(word in log_tail for word in MEMORY_WORDS):
+        return "memory"
+    if not unit_started and ("ImportError" in log_tail or "ModuleNotFoundError" in log_tail):
+        return "import"
+    if code < 0:
+        return SIGNAL_FAULTS.get(-code, "signal")
+    return "exit"
+
+
+def _exit_description(code: int) -> str:
+    if code < 0:
+        try:
+            return f"worker was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker was killed by signal {-code}"
+    return f"worker exited with status {code}"
+
+
+def _fault_record(run: BackendRun, status: str, detail: str, fault: str) -> dict:
     """Build the record of a crash or timeout, inside the unit that had started or for the whole backend."""
     unit = run.current or {}
     return {
@@ -195,6 +249,7 @@ def _fault_record(run: BackendRun, status: str, detail: str) -> dict:
         "max_rel_error_eps": None,
         "tolerance": None,
         "detail": detail,
+        "fault": fault,
     }
 
 
@@ -206,7 +261,7 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Path, timeout: float, extra_env: dict | None = None) -> bool:
+def _handle_exit_or_hang(run: BackendRun, launch: Launch, timeout: float) -> bool:
     """Record a worker that exited or went silent, restart it if units remain, and return True when the backend is finished."""
     code = run.process.poll()
     hung = code is None and time.monotonic() - run.last_activity > timeout
@@ -217,14 +272,17 @@ def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Pat
             _absorb(run, document)
     if hung:
         _kill(run.process)
-        fault = ("timeout", f"no progress for {timeout:g} s; the worker was killed")
+        fault = ("timeout", f"no progress for {timeout:g} s; the worker was killed", "timeout")
     elif run.done and code == 0:
         return True
     else:
-        fault = ("crash", f"worker exited with status {code}: {_tail(run.log_path)}")
+        tail = _tail(run.log_path)
+        fault = ("crash", f"{_exit_description(code)}: {tail}", fault_kind(code, tail, run.current is not None))
 
-    run.records.append(_fault_record(run, *fault))
-    log.warning("%s worker: %s", run.backend, fault[1])
+    record = _fault_record(run, *fault)
+    run.records.append(record)
+    _journal_fault(run, launch.workdir, record)
+    log.warning("%s worker (%s): %s", run.backend, fault[2], fault[1])
     # NOTE: after MAX_RESTARTS faults the units not yet run get no record; the
     # fault records alone make the run exit 1.
     if run.current is None or run.restarts >= MAX_RESTARTS:
@@ -234,8 +292,46 @@ def _handle_exit_or_hang(run: BackendRun, command_for, device: str, workdir: Pat
     run.finished_units = run.skip
     run.current = None
     run.restarts += 1
-    _start(run, command_for, device, workdir, extra_env)
+    _start(run, launch)
     return False
+
+
+def _journal_fault(run: BackendRun, workdir: Path, record: dict) -> None:
+    """Append a fault record to the backend's journal of faults, which --resume reads back."""
+    with open(workdir / f"{run.backend}.faults.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def recover(run: BackendRun, workdir: Path) -> None:
+    """Rebuild a backend's state from the journal of an interrupted run, so its worker restarts after the last finished unit.
+
+    The records of a unit that had started but not finished are dropped, and
+    that unit runs again. A backend whose worker wrote its closing line is done.
+    """
+    pattern = re.compile(re.escape(run.backend) + r"\.(\d+)\.jsonl")
+    numbered = [(int(found.group(1)), path) for path in workdir.iterdir() if (found := pattern.fullmatch(path.name))]
+    attempts = [path for _, path in sorted(numbered)]
+    unfinished_from = None
+    for path in attempts:
+        run.output_path, run.read_offset = path, 0
+        for document in _read_new_lines(run):
+            if document.get("type") == "start":
+                unfinished_from = (document["index"], len(run.records))
+            elif document.get("type") == "done":
+                unfinished_from = None
+            _absorb(run, document)
+        run.done = run.done and unfinished_from is None
+    faults = workdir / f"{run.backend}.faults.jsonl"
+    fault_records = [json.loads(line) for line in faults.read_text(encoding="utf-8").splitlines() if line.strip()] if faults.exists() else []
+    run.restarts = len(attempts)
+    if run.current is not None and unfinished_from is not None:
+        index, first_record = unfinished_from
+        del run.records[first_record:]  # The unit in progress at the interruption runs again.
+        run.skip = index
+        run.finished_units = index
+        run.current = None
+    run.records += fault_records
+    run.recovered = True
 
 
 def run_backends(
@@ -249,6 +345,9 @@ def run_backends(
     worker_command: Callable[[BackendRun], list[str]] | None = None,
     worker_env: dict[str, dict[str, str]] | None = None,
     frameworks: dict[str, str] | None = None,
+    memory_limit: int | None = None,
+    journal: Path | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run each backend's worker, at most ``jobs`` at a time, and collect every record.
 
@@ -257,6 +356,9 @@ def run_backends(
     worker on ``selection``. ``worker_env`` adds environment variables to some
     workers' processes, and ``frameworks`` names the backend whose framework a
     worker needs (by default its own name), both keyed by the run's name.
+    ``memory_limit`` caps each worker's address space in bytes. With
+    ``journal`` the workers write into that folder, which is kept when the run
+    is interrupted, and ``resume`` continues the run recorded there.
     """
     command_for = worker_command or (lambda run: _worker_command(run, selection, device))
     started = time.monotonic()
@@ -264,21 +366,24 @@ def run_backends(
     pending = list(backends)
     active: list[BackendRun] = []
 
-    with tempfile.TemporaryDirectory(prefix="lossparity-") as directory:
-        workdir = Path(directory)
+    with _work_folder(journal) as workdir:
+        launch = Launch(command_for, device, workdir, dict(worker_env or {}), memory_limit)
+        if resume:
+            for run in runs.values():
+                recover(run, workdir)
         try:
             while pending or active:
                 while pending and len(active) < max(1, jobs):
                     run = runs[pending.pop(0)]
                     hint = backend_loader.missing_framework((frameworks or {}).get(run.backend, run.backend))
-                    if hint:
-                        run.unavailable = hint
+                    if hint or (run.recovered and (run.done or run.unavailable)):
+                        run.unavailable = run.unavailable or hint
                         run.done = run.finished = True
                         if on_progress:
                             on_progress(run)
                         continue
                     run.started = time.monotonic()
-                    _start(run, command_for, device, workdir, (worker_env or {}).get(run.backend))
+                    _start(run, launch)
                     active.append(run)
 
                 for run in list(active):
@@ -287,7 +392,7 @@ def run_backends(
                         run.last_activity = time.monotonic()
                     for document in documents:
                         _absorb(run, document)
-                    if _handle_exit_or_hang(run, command_for, device, workdir, timeout, (worker_env or {}).get(run.backend)):
+                    if _handle_exit_or_hang(run, launch, timeout):
                         if not run.seconds:
                             run.seconds = time.monotonic() - run.started
                         run.finished = True
@@ -301,3 +406,14 @@ def run_backends(
                     _kill(run.process)
 
     return RunResult(runs, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _work_folder(journal: Path | None):
+    """Yield the workers' folder: the journal when given (kept), else a temporary folder (removed)."""
+    if journal is None:
+        with tempfile.TemporaryDirectory(prefix="lossparity-") as directory:
+            yield Path(directory)
+        return
+    journal.mkdir(parents=True, exist_ok=True)
+    yield journal

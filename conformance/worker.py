@@ -30,6 +30,8 @@ from .report import is_device_check
 from .tolerances import device_tolerance, tolerance_for
 
 UNEXPECTED = ("fail", "error", "crash", "timeout")
+# Words of the errors that an allocation beyond the memory limit raises (Python, C++ and PyTorch's allocator).
+MEMORY_WORDS = ("MemoryError", "std::bad_alloc", "out of memory", "can't allocate memory", "Cannot allocate memory")
 
 
 @dataclass
@@ -242,7 +244,8 @@ class Worker:
             detail = _describe_error(error)
             if documented("raises") is not None:
                 return [self._finish(unit, "value", False, None, None, None, detail[:2000], documented("raises"))]
-            return [self._record(unit, "value", "error", detail=detail[:2000])]
+            memory = isinstance(error, MemoryError) or any(word in detail for word in MEMORY_WORDS)
+            return [self._record(unit, "value", "error", detail=detail[:2000], **({"fault": "memory"} if memory else {}))]
         self.compile_seconds += evaluation.compile_seconds
         records = []
         if spec.outputs:
