@@ -379,12 +379,20 @@ def _run_and_report(
 
     if journal is not None:
         shutil.rmtree(journal, ignore_errors=True)  # The run finished, so there is nothing to resume.
+    index_failed = False
     if publish and not result.records:
         print("lossparity: nothing to publish, because no backend produced a result", file=sys.stderr)
     elif args.out or getattr(args, "publish", False):
         json_path, markdown_path = report.write_results(document, out_dir)
         if getattr(args, "publish", False):
-            report.write_index(out_dir.parent)
+            from .schema import ResultsFileError
+
+            try:
+                report.write_index(out_dir.parent)
+            except ResultsFileError as error:
+                # This run's own tables are written; only the index of all runs is stale.
+                print(f"lossparity: error: {error}; results/README.md was not regenerated", file=sys.stderr)
+                index_failed = True
             link = markdown_path.relative_to(PROJECT_ROOT).as_posix() if markdown_path.is_relative_to(PROJECT_ROOT) else str(markdown_path)
             if not report.update_readme_summary(PROJECT_ROOT / "README.md", document, link):
                 print(
@@ -410,7 +418,7 @@ def _run_and_report(
     if not result.records:
         print("lossparity: no backend produced a result; see the reasons above", file=sys.stderr)
         return EXIT_FAILURES
-    return EXIT_FAILURES if unexpected else EXIT_OK
+    return EXIT_FAILURES if unexpected or index_failed else EXIT_OK
 
 
 def command_check(args) -> int:

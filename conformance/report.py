@@ -275,9 +275,11 @@ def write_results(document: dict, out_dir: Path) -> tuple[Path, Path]:
 
 def write_index(results_dir: Path) -> Path:
     """Regenerate results/README.md from every results/*/conformance.json."""
+    from .schema import load_results
+
     rows = []
     for path in sorted(results_dir.glob("*/conformance.json")):
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = load_results(path)
         environment, run = document["environment"], document["run"]
         spec_records = [record for record in document["records"] if not is_device_check(record)]
         device_records = [record for record in document["records"] if is_device_check(record)]
