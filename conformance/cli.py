@@ -205,8 +205,8 @@ def _compiled_entries(entries: list[str], selection: Selection) -> tuple[str, ..
 
 
 def command_run(args) -> int:
-    from .runner import run_backends
-
+    if args.world_size is not None:
+        return _run_sharded(args)
     backends, _ = resolve_backends(_split(args.backend))
     groups = _choose("case group", _split(args.group), GROUPS, ()) or None
     if groups and "gpu" in groups and args.device != "gpu":
@@ -252,6 +252,44 @@ def command_run(args) -> int:
 
     subject_runs = _plan_registered_subjects(args, backends, selection)
     return _run_and_report(args, selection, backends, subject_runs, allow_tf32=allow_tf32, determinism=determinism, compare_device=compare_device)
+
+
+def _run_sharded(args) -> int:
+    """Run the vocabulary-parallel checks at the --world-size sizes, with each world size's processes launched here."""
+    from types import SimpleNamespace
+
+    from .sharded.command import command_sharded
+
+    ignored = [flag for flag, value in (("--group", args.group), ("--mode", args.mode), ("--compiled-loss", args.compiled_loss), ("--subject", args.subject), ("--resume", args.resume), ("--memory-limit", args.memory_limit)) if value]
+    if ignored:
+        raise UsageError(f"--world-size runs the sharded checks, which take no {', '.join(ignored)}; drop them")
+    if args.device != "cpu":
+        raise UsageError("--world-size runs on the CPU (gloo and host devices) only; drop --device gpu")
+    sizes = _split([args.world_size])
+    if not sizes:
+        raise UsageError(f"--world-size {args.world_size!r} is invalid; expected sizes such as 4 or 1,2,4,8")
+    for size in sizes:
+        if not size.isdigit() or int(size) < 1:
+            raise UsageError(f"--world-size {args.world_size!r} is invalid: {size!r} is not a positive integer")
+    backends = [name for name in _split(args.backend) if name != "all"] or None
+    sharded_args = SimpleNamespace(
+        loss=_split(args.loss) or None,
+        backend=backends,
+        dtype=_split(args.dtype) or None,
+        world_size=[int(size) for size in sizes],
+        out=args.out,
+        publish=args.publish,
+        timeout=args.timeout,
+        format=args.format,
+        progress=args.progress,
+        seed=args.seed,
+        command_line="lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:]),
+    )
+    return command_sharded(sharded_args, usage_error=_usage_error)
+
+
+def _usage_error(message: str):
+    raise UsageError(message)
 
 
 def _plan_registered_subjects(args, backends: list[str], selection: Selection) -> list:
@@ -385,8 +423,10 @@ def _run_and_report(
     elif args.out or getattr(args, "publish", False):
         json_path, markdown_path = report.write_results(document, out_dir)
         if getattr(args, "publish", False):
+            from .reliability import write_reliability
             from .schema import ResultsFileError
 
+            write_reliability(out_dir)
             try:
                 report.write_index(out_dir.parent)
             except ResultsFileError as error:
@@ -615,6 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input, gpu (only with --device gpu) or all (default all)")
     run.add_argument("--compiled-loss", action="append", help="run compiled mode only for these entries, each LOSS or LOSS:DTYPE (default: every selected loss); repeatable or comma-separated")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
+    run.add_argument(
+        "--world-size",
+        help="run the vocabulary-parallel checks of cross_entropy and linear_cross_entropy instead, at these world sizes "
+        "(for example 4, or 1,2,4,8): PyTorch over gloo in that many processes, JAX over that many host devices",
+    )
     run.add_argument(
         "--allow-tf32",
         action="store_true",
