@@ -24,6 +24,7 @@ from .worker import Selection
 MODES = ("eager", "compiled")
 GROUPS = ("small", "edge", "realistic", "bad-input", "gpu")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+ORACLE_MAX_ELEMENTS = 2000
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C.
 
 
@@ -618,6 +619,82 @@ def _print_summary(document, result, out_dir) -> None:
     )
 
 
+def command_oracle(args) -> int:
+    """Check the float64 spec against the 50-digit mpmath oracle; print the worst error per loss and write oracle.json."""
+    import math
+    import time
+
+    from .oracle.__main__ import format_table
+    from .oracle.run import BOUND_REASONS, KNOWN_FINDINGS, run_oracle, worst_by_loss
+
+    selected = list(_choose("loss", _split(args.loss), tuple(losses.SPECS), tuple(losses.SPECS)))
+    if args.max_elements < 1:
+        raise UsageError(f"--max-elements {args.max_elements} is invalid; expected a positive number of input elements")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed} is invalid; expected a non-negative integer")
+    if args.publish and (args.loss or args.max_elements != ORACLE_MAX_ELEMENTS or args.seed):
+        raise UsageError("--publish replaces this machine's oracle table, so it needs the full run: drop --loss, --max-elements and --seed")
+    if args.out:
+        _require_writable_folder(Path(args.out))
+    show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = (lambda message: print(message, file=sys.stderr, flush=True)) if show_progress else None
+
+    started = time.perf_counter()
+    records = run_oracle(selected, seed=args.seed, max_elements=args.max_elements, progress=progress)
+    summary = worst_by_loss(records)
+    seconds = time.perf_counter() - started
+    print(format_table(summary))
+    failures = [record for record in records if record["status"] == "fail"]
+    known = [record for record in failures if (record["loss"], record["case"], record["check"]) in KNOWN_FINDINGS]
+    unknown = [record for record in failures if record not in known]
+    for record in failures:
+        label = "KNOWN" if record in known else "FAIL"
+        print(f"{label} {record['loss']} / {record['case']} / {record['check']}: {record['ulp']:.3g} ulp > {record['bound']:g}: {record['detail']}")
+    print(f"{len(records)} checks of {len(summary)} losses in {seconds:.1f} s; {len(unknown)} over their bound, {len(known)} known findings")
+
+    def finite(value):
+        return None if value is None or not math.isfinite(value) else value
+
+    document = {
+        "schema": 1,
+        "command": "lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:]),
+        "seconds": round(seconds, 2),
+        "seed": args.seed,
+        "max_elements": args.max_elements,
+        "losses": {
+            loss: {
+                "worst_ulp": finite(entry["ulp"]),
+                "worst_is_finite": math.isfinite(entry["ulp"]),
+                "finite_ulp": finite(entry["finite_ulp"]),
+                "bound": entry["bound"],
+                "bound_reason": BOUND_REASONS[loss],
+                "case": entry["case"],
+                "check": entry["check"],
+                "cases": entry["cases"],
+                "checks": entry["checks"],
+                "failures": entry["failures"],
+                "known_findings": [
+                    {"case": record["case"], "check": record["check"], "finding": KNOWN_FINDINGS[(record["loss"], record["case"], record["check"])]}
+                    for record in known
+                    if record["loss"] == loss
+                ],
+            }
+            for loss, entry in summary.items()
+        },
+        "records": [{**record, "ulp": finite(record["ulp"]), "detail": json.loads(json.dumps(record["detail"], default=str))} for record in records],
+    }
+    folders = [Path(args.out)] if args.out else []
+    if args.publish:
+        folders.append(PROJECT_ROOT / "results" / describe("cpu")["environment_id"])
+    for folder in folders:
+        report.write_atomically(folder / "oracle.json", json.dumps(document, indent=1, sort_keys=True) + "\n")
+        if args.publish:
+            from .reliability import write_reliability
+
+            write_reliability(folder)
+    return EXIT_FAILURES if unknown else EXIT_OK
+
+
 def command_bench(args) -> int:
     from .bench.command import command_bench as run_bench
 
@@ -734,6 +811,22 @@ def build_parser() -> argparse.ArgumentParser:
     check_progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar (default: when stderr is a terminal)")
     check_progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 
+    oracle = commands.add_parser(
+        "oracle",
+        help="check the float64 spec itself against mpmath at 50 significant digits, in units in the last place",
+        description="Evaluate every loss's value and gradients with mpmath at 50 significant digits on the small and "
+        "edge cases, and measure the float64 spec's error in units in the last place (ulp) against a stated bound per "
+        "loss. Exit status: 0 when every check is within its bound or is a known finding, 1 otherwise, 2 on a usage error.",
+    )
+    oracle.add_argument("--loss", action="append", help="loss name(s) to check (default all)")
+    oracle.add_argument("--max-elements", type=int, default=ORACLE_MAX_ELEMENTS, help=f"skip cases with more input elements than this (default {ORACLE_MAX_ELEMENTS})")
+    oracle.add_argument("--seed", type=int, default=0, help="seed of the cases (default 0)")
+    oracle.add_argument("--out", help="folder for oracle.json (default: write nothing unless --publish)")
+    oracle.add_argument("--publish", action="store_true", help="write results/<environment-id>/oracle.json and the reliability table")
+    oracle_progress = oracle.add_mutually_exclusive_group()
+    oracle_progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="print one line per loss on stderr (default: when stderr is a terminal)")
+    oracle_progress.add_argument("--no-progress", dest="progress", action="store_false", help="print no progress lines")
+
     bench = commands.add_parser(
         "bench",
         help="time every implementation, forward and forward plus backward, and write perf.json, perf.md and plots",
@@ -771,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up messages would bury the output of list and explain.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "check": command_check, "bench": command_bench}
+    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "check": command_check, "bench": command_bench, "oracle": command_oracle}
     try:
         return handlers[args.command](args)
     except UsageError as error:

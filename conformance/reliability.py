@@ -122,11 +122,16 @@ def _conformance_counts(document) -> tuple[dict, dict]:
 
 
 def _oracle_cell(entry) -> str:
+    """Return the spec's worst finite error and bound, and name the case where a NaN or infinity differs from the oracle."""
     if not entry:
         return "not covered"
-    worst, bound = entry.get("worst_ulp"), entry.get("bound")
-    text = f"{worst:.3g} ulp ({bound:g})" if worst is not None and bound is not None else "not measured"
-    return f"**{text}**" if worst is not None and bound is not None and worst > bound else text
+    finite, bound = entry.get("finite_ulp"), entry["bound"]
+    text = f"{finite:.3g} ulp ({bound:g})" if finite is not None else "not measured"
+    if finite is not None and finite > bound:
+        text = f"**{text}**"
+    if not entry.get("worst_is_finite", True):
+        text += f"; non-finite where the oracle differs: `{entry['case']}` {entry['check']}"
+    return text
 
 
 def _counterexample_cell(entry) -> str:

@@ -231,6 +231,9 @@ def _value_terms(values, old_values, returns, mask, clip, scale):
     use_unclipped = unclipped >= clipped
     per_token = np.where(use_unclipped, unclipped, clipped)
     slope = np.where(use_unclipped, 2.0 * error, np.where(inside, 2.0 * clipped_error, 0.0))
+    # A NaN in values, old_values or returns makes the token's loss NaN, and its
+    # gradient NaN too (the comparisons above would otherwise pick the 0 slope).
+    slope = np.where(np.isnan(per_token), np.nan, slope)
     return scale * per_token, scale * slope, mask
 
 

@@ -62,7 +62,9 @@ def _pair_gradient(pair_weight, difference):
 
     d/dr_i = -w_ij sigmoid(-(r_i - r_j)) and d/dr_j = +w_ij sigmoid(-(r_i - r_j)).
     """
-    push = pair_weight * sigmoid(-difference)
+    # Entries that are not pairs (the diagonal, i > j, masked items) stay out even
+    # when their difference is inf - inf = NaN.
+    push = np.where(pair_weight != 0.0, pair_weight * sigmoid(-difference), 0.0)
     return push.sum(axis=1) - push.sum(axis=2)
 
 
@@ -167,13 +169,21 @@ def ranking_loss_pooled_grad(rewards, *, mask=None, cotangent=1.0):
 def _prepare_plackett_luce(scores, mask):
     """Validate and return (valid, safe_scores, suffix_lse, list_weight).
 
-    suffix_lse[b, k] = lse of the valid scores at positions >= k (-inf when
-    there is none). list_weight is 1 / (lists counted) for a list with two or
+    safe_scores are the valid scores less their list's largest finite score,
+    and suffix_lse[b, k] = lse of those at positions >= k (-inf when there is
+    none). list_weight is 1 / (lists counted) for a list with two or
     more valid items and 0 otherwise.
     """
     validate_plackett_luce(tensor_info("scores", scores), None if mask is None else tensor_info("mask", mask))
     valid = _valid_positions(mask, np.shape(scores))
     safe_scores = np.where(valid, as_float64(scores), 0.0)
+    # The loss depends only on score differences. Shifting each list by its largest
+    # finite score keeps a common offset (scores near 4096) from costing about
+    # offset x eps in lse - s.
+    finite = valid & np.isfinite(safe_scores)
+    shift = np.max(np.where(finite, safe_scores, -np.inf), axis=1, keepdims=True) if safe_scores.size else np.zeros((np.shape(scores)[0], 1))
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    safe_scores = np.where(valid, safe_scores - shift, 0.0)
 
     # Reverse cumulative logsumexp: logaddexp accumulated from the last position.
     # A masked position is -inf, so it adds no probability mass.
