@@ -1,4 +1,9 @@
-"""JAX mirror of the spec's CTC loss, and the adapter to optax.ctc_loss."""
+"""JAX mirror of the spec's CTC loss, and the adapter to optax.ctc_loss.
+
+Under jax.jit (0.10.2, CPU) the length and label checks do not run: a negative input
+length or a target length past the targets' width gives +inf, a label >= the number of
+classes gives NaN, and a label equal to blank gives a finite value.
+"""
 
 from __future__ import annotations
 
@@ -211,6 +216,13 @@ def _nonfinite_padding_frames(inputs, options, dtype) -> bool:
     return not np.isfinite(logits[padding]).all()
 
 
+def _nonfinite_counted_frames(inputs, options, dtype) -> bool:
+    """Return True when a frame inside some input length contains NaN or +inf."""
+    logits = inputs["logits"]
+    inside = np.arange(logits.shape[1])[None, :] < np.asarray(inputs["input_lengths"])[:, None]
+    return bool((np.isnan(logits[inside]) | (logits[inside] == np.inf)).any())
+
+
 NATIVES = (
     Implementation(
         loss="ctc_loss",
@@ -232,6 +244,13 @@ NATIVES = (
                 "optax takes log_softmax over every frame and blends padding frames out by multiplying with the 0/1 "
                 "paddings, so -inf logits there make the loss and its gradient NaN; the spec ignores padding frames.",
                 _nonfinite_padding_frames,
+            ),
+            Difference(
+                "nonfinite-logits-reach-padding-gradient",
+                "a NaN or +inf logit inside the input length makes the sequence's loss NaN, and optax's backward "
+                "then gives NaN at that sequence's padding frames too, because they are blended out by multiplying "
+                "with the 0/1 paddings; the spec gives them zero gradient.",
+                _nonfinite_counted_frames,
             ),
         ),
         notes=(

@@ -1,4 +1,9 @@
-"""JAX mirrors of the spec's ranking and alignment losses."""
+"""JAX mirrors of the spec's ranking and alignment losses.
+
+Under jax.jit (0.10.2, CPU) the alignment and temperature checks do not run: an
+alignment index >= N gives NaN, an index at a padded position gives +inf, and a
+non-positive temperature array gives a finite value.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,9 @@ def _pair_losses(rewards, mask):
     num_completions = r.shape[1]
     better_first = jnp.triu(jnp.ones((num_completions, num_completions), dtype=bool), k=1)
     pair = valid[:, :, None] & valid[:, None, :] & better_first
-    difference = r[:, :, None] - r[:, None, :]
+    # Entries that are not pairs (the diagonal among them) are set to 0 before the log-sigmoid,
+    # so an inf - inf = NaN there cannot reach the gradient through the unselected branch.
+    difference = jnp.where(pair, r[:, :, None] - r[:, None, :], 0)
     # softplus(-d) = -log sigmoid(d), exact for any finite d.
     pair_loss = jnp.where(pair, -jax.nn.log_sigmoid(difference), 0)
     return pair, pair_loss, out_dtype

@@ -1,4 +1,10 @@
-"""TensorFlow mirrors of the spec's classification, token-level and regression losses."""
+"""TensorFlow mirrors of the spec's classification, token-level and regression losses.
+
+Under tf.function(jit_compile=True) (2.21, CPU) the data-dependent checks do not run.
+An out-of-range or negative class id or label gives a finite wrong value, negative KL
+targets give NaN, BCE targets outside [0, 1] or negative BCE weights give a finite value,
+and a NaN class weight gives NaN.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TensorFlow mirror of the spec's CTC loss, and the adapter to tf.nn.ctc_loss."""
+"""TensorFlow mirror of the spec's CTC loss, and the adapter to tf.nn.ctc_loss.
+
+Under tf.function(jit_compile=True) (2.21, CPU) the length and label checks do not run:
+a negative input length or a target length past the targets' width gives +inf, and an
+out-of-range label or a label equal to blank gives a finite wrong value.
+"""
 
 from __future__ import annotations
 
@@ -221,6 +226,13 @@ def _nonfinite_padding_frames(inputs, options, dtype) -> bool:
     return not np.isfinite(logits[padding]).all()
 
 
+def _nonfinite_counted_frames(inputs, options, dtype) -> bool:
+    """Return True when a frame inside some input length contains NaN or +inf."""
+    logits = inputs["logits"]
+    inside = np.arange(logits.shape[1])[None, :] < np.asarray(inputs["input_lengths"])[:, None]
+    return bool((np.isnan(logits[inside]) | (logits[inside] == np.inf)).any())
+
+
 NATIVES = (
     Implementation(
         loss="ctc_loss",
@@ -244,6 +256,19 @@ NATIVES = (
                 "tf.nn.ctc_loss takes log_softmax over every frame, padding included, so -inf logits in frames "
                 "past the input length make the loss and its gradient NaN; the spec ignores padding frames.",
                 _nonfinite_padding_frames,
+            ),
+            Difference(
+                "nonfinite-logits-reach-padding-gradient",
+                "a NaN or +inf logit inside the input length makes the sequence's loss NaN, and the built-in's "
+                "backward then gives NaN at that sequence's padding frames too; the spec gives them zero gradient.",
+                _nonfinite_counted_frames,
+            ),
+            Difference(
+                "raises-on-empty-batch",
+                "tf.nn.ctc_loss raises InvalidArgumentError from TensorScatterAdd for a batch of B = 0 "
+                "(TensorFlow 2.21, CPU); the spec returns 0 for the mean and the sum.",
+                lambda inputs, options, dtype: inputs["logits"].shape[0] == 0,
+                covers=("raises",),
             ),
             Difference(
                 "computes-in-float32",

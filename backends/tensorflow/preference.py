@@ -1,4 +1,8 @@
-"""TensorFlow mirrors of the spec's preference-optimisation losses."""
+"""TensorFlow mirrors of the spec's preference-optimisation losses.
+
+Under tf.function(jit_compile=True) (2.21, CPU) ORPO's check of the average
+log-probabilities does not run, and a positive value gives NaN.
+"""
 
 from __future__ import annotations
 

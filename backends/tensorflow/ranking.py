@@ -1,4 +1,9 @@
-"""TensorFlow mirrors of the spec's ranking and alignment losses."""
+"""TensorFlow mirrors of the spec's ranking and alignment losses.
+
+Under tf.function(jit_compile=True) (2.21, CPU) the alignment and temperature checks do
+not run: an alignment index >= N gives a finite wrong value, an index at a padded position
+gives +inf, and a non-positive temperature array gives a finite value.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,9 @@ def _pair_losses(rewards, mask):
     positions = tf.range(num_completions)
     better_first = positions[:, None] < positions[None, :]
     pair = tf.logical_and(tf.logical_and(valid[:, :, None], valid[:, None, :]), better_first)
-    difference = r[:, :, None] - r[:, None, :]
+    # Entries that are not pairs (the diagonal among them) are set to 0 before the log-sigmoid,
+    # so an inf - inf = NaN there cannot reach the gradient through the unselected branch.
+    difference = tf.where(pair, r[:, :, None] - r[:, None, :], tf.zeros([], work_dtype))
     # softplus(-d) = -log sigmoid(d), exact for any finite d.
     pair_loss = tf.where(pair, -tf.math.log_sigmoid(difference), tf.zeros([], work_dtype))
     return pair, pair_loss, out_dtype

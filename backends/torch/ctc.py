@@ -1,4 +1,9 @@
-"""PyTorch mirror of the spec's CTC loss, and the adapter to torch.nn.functional.ctc_loss."""
+"""PyTorch mirror of the spec's CTC loss, and the adapter to torch.nn.functional.ctc_loss.
+
+Under torch.compile (2.13, CPU) the length and label checks do not run. A negative input
+length gives +inf, and a label equal to blank gives a finite value. A target length past
+the targets' width or an out-of-range label raises RuntimeError (index out of bounds).
+"""
 
 from __future__ import annotations
 
@@ -193,13 +198,21 @@ NONFINITE_PADDING = Difference(
     _nonfinite_padding_frames,
 )
 
+EMPTY_BATCH = Difference(
+    "raises-on-empty-batch",
+    "F.ctc_loss raises RuntimeError (log_probs tensor must not be empty) for a batch of B = 0 (torch 2.13, CPU); "
+    "the spec returns 0 for the mean and the sum.",
+    lambda inputs, options, dtype: inputs["logits"].shape[0] == 0,
+    covers=("raises",),
+)
+
 NATIVES = (
     Implementation(
         loss="ctc_loss",
         name="torch.nn.functional.ctc_loss",
         kind="native",
         function=ctc_loss_native,
-        differences=(NONFINITE_PADDING,),
+        differences=(NONFINITE_PADDING, EMPTY_BATCH),
         notes=(
             "adapter applies log_softmax and moves time first (T, B, C); blank, reduction and zero_infinity "
             "are native; float16 and bfloat16 are computed in float32 because the CPU kernel has no half types"

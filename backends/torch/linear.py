@@ -7,6 +7,9 @@ at a time and keeps only one chunk's logits alive, the idea behind Liger-Kernel'
 fused linear cross-entropy (Hsu et al., 2024, arXiv:2410.10989) and Cut
 Cross-Entropy (Wijmans et al., 2024, arXiv:2411.09009). This code is its own
 implementation of that idea.
+
+Under torch.compile (2.13, CPU) the target range check does not run, and a target >= V
+raises RuntimeError (index out of bounds) from the gather.
 """
 
 from __future__ import annotations

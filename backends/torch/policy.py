@@ -117,6 +117,12 @@ def value_loss(values, old_values, returns, mask, *, clip: float | None = 0.2, s
         clipped = (old + torch.clamp(value - old, -clip, clip) - target).square()
         # The unclipped error wins ties, as in the spec.
         per_token = torch.where(per_token >= clipped, per_token, clipped)
+        # With a NaN old value the clamp's backward gives 0, but the spec gives a NaN loss a NaN
+        # gradient. Adding value * NaN on those tokens only, and 0 * 0 elsewhere, makes their
+        # gradient NaN and leaves every other token's value and gradient unchanged.
+        undefined = torch.isnan(per_token.detach())
+        nan_slope = torch.where(undefined, per_token.detach(), torch.zeros_like(per_token))
+        per_token = per_token + torch.where(undefined, value, torch.zeros_like(value)) * nan_slope
     loss = _safe_divide((scale * per_token).sum(), mask.sum().to(work_dtype))
     return loss.to(out_dtype)
 

@@ -1,4 +1,8 @@
-"""PyTorch mirrors of the spec's preference-optimisation losses."""
+"""PyTorch mirrors of the spec's preference-optimisation losses.
+
+Under torch.compile (2.13, CPU) ORPO's check of the average log-probabilities does not
+run, and a positive value gives NaN.
+"""
 
 from __future__ import annotations
 

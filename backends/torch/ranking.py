@@ -1,4 +1,9 @@
-"""PyTorch mirrors of the spec's ranking and alignment losses."""
+"""PyTorch mirrors of the spec's ranking and alignment losses.
+
+Under torch.compile (2.13, CPU) the alignment and temperature checks do not run: an
+alignment index >= N raises RuntimeError (index out of bounds), an index at a padded
+position gives +inf, and a non-positive temperature array gives a finite value.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +40,9 @@ def _pair_losses(rewards, mask):
     num_completions = r.shape[1]
     better_first = torch.ones(num_completions, num_completions, dtype=torch.bool, device=r.device).triu(diagonal=1)
     pair = valid.unsqueeze(2) & valid.unsqueeze(1) & better_first
-    difference = r.unsqueeze(2) - r.unsqueeze(1)
+    # Entries that are not pairs (the diagonal among them) are set to 0 before the log-sigmoid,
+    # so an inf - inf = NaN there cannot reach the gradient through the unselected branch.
+    difference = torch.where(pair, r.unsqueeze(2) - r.unsqueeze(1), torch.zeros((), dtype=work_dtype, device=r.device))
     # softplus(-d) = -log sigmoid(d), exact for any finite d.
     pair_loss = torch.where(pair, -torch.nn.functional.logsigmoid(difference), torch.zeros_like(difference))
     return pair, pair_loss, out_dtype

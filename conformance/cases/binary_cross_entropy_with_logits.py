@@ -11,6 +11,7 @@ import numpy as np
 
 from ..dtypes import NUMPY_DTYPES
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, RAISE, build_of, nonfinite_cases
 
 SHAPE = (6, 5)
 
@@ -170,4 +171,22 @@ ERROR_CASES = [
     ErrorCase("negative-pos-weight", _bad(pos_weight=np.array([1.0, 2.0, -0.5, 1.0])), ValueError, ("pos_weight", "-0.5")),
     ErrorCase("infinite-pos-weight", _bad(pos_weight=np.array([1.0, np.inf, 1.0, 1.0])), ValueError, ("pos_weight", "inf")),
     ErrorCase("unknown-reduction", _bad(reduction="batchmean"), ValueError, ("reduction", "batchmean")),
+]
+
+# Logits propagate NaN, and infinite logits have a finite or +inf limit (see "infinite-logits").
+# Targets must lie in [0, 1], so +inf raises while NaN passes the range check and propagates.
+# weight and pos_weight must be non-negative and finite, so NaN and inf raise.
+NONFINITE_POLICY = {
+    "logits": PROPAGATE,
+    "targets": {"nan": PROPAGATE, "inf": RAISE},
+    "weight": RAISE,
+    "pos_weight": RAISE,
+}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "weight-pos-weight-sum"))
+
+ERROR_CASES += [
+    ErrorCase("infinite-target", _bad(targets=np.array([[0.5, np.inf, 0.0, 1.0]] * 3)), ValueError, ("targets", "inf", "[0, 1]")),
+    ErrorCase("nan-weight", _bad(weight=np.array([1.0, np.nan, 1.0, 1.0])), ValueError, ("weight", "nan", "finite")),
+    ErrorCase("infinite-weight", _bad(weight=np.array([1.0, np.inf, 1.0, 1.0])), ValueError, ("weight", "inf", "finite")),
+    ErrorCase("nan-pos-weight", _bad(pos_weight=np.array([1.0, np.nan, 1.0, 1.0])), ValueError, ("pos_weight", "nan", "finite")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 
 def _pairs(name, *, size=(64,), margin=False, center=0.0, reduction="mean", scale=1.0, group="small", compiled=False):
@@ -71,4 +72,13 @@ ERROR_CASES = [
     ErrorCase("margin-wrong-shape", _bad(margin=np.zeros(2)), ValueError, ("margin", "(2,)")),
     ErrorCase("negative-center", _bad(center_coefficient=-0.01), ValueError, ("center_coefficient", "-0.01")),
     ErrorCase("unknown-reduction", _bad(reduction="batchmean"), ValueError, ("reduction", "batchmean")),
+]
+
+# Rewards and margins are unbounded scores, so NaN propagates through the softplus and inf gives its limit.
+NONFINITE_POLICY = {"chosen_rewards": PROPAGATE, "rejected_rewards": PROPAGATE, "margin": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "margin-mean"))
+
+ERROR_CASES += [
+    ErrorCase("integer-rejected-rewards", _bad(rejected=np.zeros(4, dtype=np.int32)), TypeError, ("rejected_rewards", "int32", "floating-point")),
+    ErrorCase("integer-margin", _bad(margin=np.ones(4, dtype=np.int64)), TypeError, ("margin", "int64", "floating-point")),
 ]

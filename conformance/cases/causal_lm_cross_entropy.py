@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import TRAINING_DTYPES, TRAINING_DTYPES_NOTE, Case, ErrorCase, peaked_logits
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, flags_along_leading_axes, nonfinite_cases
 
 IGNORE = -100
 
@@ -186,3 +187,17 @@ ERROR_CASES = [
     ErrorCase("shift-not-bool", _bad(shift=1), TypeError, ("shift", "int")),
     ErrorCase("float-ignore-index", _bad(ignore_index=-100.0), TypeError, ("ignore_index", "-100.0")),
 ]
+
+
+def _read_by_shifted_loss(inputs, arg):
+    """Mark the logits a shifted loss reads: position t predicts labels[:, t + 1] when that label is counted."""
+    labels = inputs["labels"]
+    counted = np.zeros(labels.shape, dtype=bool)
+    counted[:, :-1] = labels[:, 1:] != IGNORE
+    return flags_along_leading_axes(counted, inputs[arg].shape)
+
+
+# The spec zeroes the logits of ignored positions (and, with shift, of the last position) before
+# any arithmetic, so NaN or inf there is ignored; counted positions propagate it.
+NONFINITE_POLICY = {"logits": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "shift-mean"), read_by_loss=_read_by_shifted_loss)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import TRAINING_DTYPES, TRAINING_DTYPES_NOTE, Case, ErrorCase, peaked_logits
+from ._nonfinite import IGNORED_WHERE_MASKED, PROPAGATE, RAISE, build_of, counts_everything, flags_along_leading_axes, nonfinite_cases
 
 IGNORE = -100
 
@@ -173,4 +174,31 @@ ERROR_CASES += [
     ErrorCase("infinite-weight", _bad(weight=np.array([1.0, np.inf, 1.0, 1.0])), ValueError, ("weight", "inf")),
     ErrorCase("ignore-index-beyond-int64", _bad(ignore_index=2**70), ValueError, ("ignore_index", str(2**70))),
     ErrorCase("float-ignore-index", _bad(ignore_index=-100.0), TypeError, ("ignore_index", "-100.0")),
+]
+
+
+def _read_by_loss(inputs, arg):
+    """Mark the logits rows whose target is not ignore_index; every other element is read."""
+    targets = inputs["targets"]
+    if arg == "logits" and targets.dtype.kind == "i":
+        return flags_along_leading_axes(targets != IGNORE, inputs["logits"].shape)
+    return counts_everything(inputs, arg)
+
+
+# The spec documents that ignored rows are zeroed before any arithmetic, so NaN or inf there is
+# ignored; counted rows propagate it. Probability targets propagate. Class weights must be
+# non-negative and finite, so NaN and inf raise.
+NONFINITE_POLICY = {"logits": IGNORED_WHERE_MASKED, "targets": PROPAGATE, "weight": RAISE}
+CASES += nonfinite_cases(
+    NONFINITE_POLICY,
+    build_of(CASES, "smoothing-weight-ignore"),
+    read_by_loss=_read_by_loss,
+    bases={"targets": build_of(CASES, "probabilities-weight-smoothing")},
+)
+
+ERROR_CASES += [
+    ErrorCase("scalar-logits", _bad(logits=np.array(1.0), targets=np.array(0)), ValueError, ("logits", "()", "rank >= 1")),
+    ErrorCase("boolean-targets", _bad(targets=np.array([True, False, True])), TypeError, ("targets", "bool", "integer class ids")),
+    ErrorCase("negative-smoothing", _bad(label_smoothing=-0.1), ValueError, ("label_smoothing", "-0.1", "[0.0, 1.0]")),
+    ErrorCase("nan-weight", _bad(weight=np.array([1.0, np.nan, 1.0, 1.0])), ValueError, ("weight", "nan", "finite")),
 ]

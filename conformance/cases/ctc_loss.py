@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, flags_along_leading_axes, nonfinite_cases
 
 
 def _labels(rng, count, num_classes, blank, size):
@@ -278,3 +279,33 @@ ERROR_CASES = [
     ErrorCase("unknown-reduction", _bad(reduction="batchmean"), ValueError, ("reduction", "batchmean")),
     ErrorCase("zero-infinity-not-bool", _bad(zero_infinity=1), TypeError, ("zero_infinity", "bool")),
 ]
+
+
+def _read_by_loss(inputs, arg):
+    """Mark the frames t < input_lengths[b] of each sequence's logits."""
+    frames = inputs["logits"].shape[1]
+    inside = np.arange(frames)[None, :] < np.asarray(inputs["input_lengths"])[:, None]
+    return flags_along_leading_axes(inside, inputs["logits"].shape)
+
+
+# The spec documents that frames past input_lengths[b] are never read, even infinities or NaN.
+# Inside the input length NaN propagates to the sequence's loss, and +inf in a logit gives NaN.
+NONFINITE_POLICY = {"logits": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "varied-lengths-mean"), read_by_loss=_read_by_loss)
+
+
+def _empty_batch(reduction):
+    def build(rng):
+        inputs = {
+            "logits": np.zeros((0, 6, 4)),
+            "targets": np.zeros((0, 3), dtype=np.int64),
+            "input_lengths": np.zeros(0, dtype=np.int64),
+            "target_lengths": np.zeros(0, dtype=np.int64),
+        }
+        return inputs, {"reduction": reduction}
+
+    return build
+
+
+# The spec documents that a batch of B = 0 has mean 0; the sum is 0 too.
+CASES += [Case("empty-batch-mean", "edge", _empty_batch("mean")), Case("empty-batch-sum", "edge", _empty_batch("sum"))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
 
@@ -151,4 +152,14 @@ ERROR_CASES = [
     ErrorCase("unknown-loss-type", _bad(loss_type="kto_pair"), ValueError, ("loss_type", "kto_pair")),
     ErrorCase("unknown-reduction", _bad(reduction="batchmean"), ValueError, ("reduction", "batchmean")),
     ErrorCase("reference-free-not-bool", _bad(reference_free=1), TypeError, ("reference_free", "bool")),
+]
+
+# Log-probabilities enter only through h = rho_c - rho_r, so NaN propagates and inf gives the limit of each loss type.
+NONFINITE_POLICY = {name: PROPAGATE for name in NAMES}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "sigmoid-mean"))
+
+ERROR_CASES += [
+    ErrorCase(f"integer-{name}", _bad(**{name: np.zeros(4, dtype=np.int64)}), TypeError, (name, "int64", "floating-point"))
+    for name in NAMES
+    if name != "policy_chosen_logps"
 ]

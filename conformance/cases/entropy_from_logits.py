@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase, peaked_logits
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 from .ppo_policy_loss import response_mask
 
 
@@ -121,3 +122,15 @@ ERROR_CASES = [
     ErrorCase("zero-classes", _bad(logits=np.zeros((2, 3, 0))), ValueError, ("logits", "(2, 3, 0)", "class")),
     ErrorCase("scalar-logits", _bad(logits=np.array(1.0), mask=np.array(True)), ValueError, ("logits", "()")),
 ]
+
+# The spec documents that masked tokens are never read; at a counted token NaN or +inf in a logit gives NaN.
+NONFINITE_POLICY = {"logits": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "temperature-0.5-empty-row"), read_by_loss=read_where_mask)
+
+
+def _empty_batch(rng):
+    return {"logits": np.zeros((0, 3, 5)), "mask": np.zeros((0, 3), dtype=bool)}, {}
+
+
+# A batch without sequences is valid input: the per-token entropy has shape (0, T).
+CASES.append(Case("empty-batch", "edge", _empty_batch))

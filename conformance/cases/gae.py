@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 
 # Most small and edge cases share the shape (6, 16), so JAX compiles its eager ops for few shapes.
 MIXED = ("right", "left", "gaps", "full", "empty", "gaps")
@@ -150,3 +151,8 @@ ERROR_CASES = [
     ErrorCase("gamma-nan", _bad(gamma=float("nan")), ValueError, ("gamma", "nan")),
     ErrorCase("lam-string", _bad(lam="0.95"), TypeError, ("lam", "str")),
 ]
+
+# The spec documents that the rewards and values of masked tokens are never read; at counted tokens
+# NaN and inf propagate backwards through the recursion to every earlier counted token of the row.
+NONFINITE_POLICY = {"rewards": IGNORED_WHERE_MASKED, "values": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "mixed-gamma-0.99-lam-0.9"), read_by_loss=read_where_mask)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 
 def _ids(rng, sizes, *, shuffle):
@@ -126,3 +127,7 @@ ERROR_CASES = [
     ErrorCase("eps-string", _bad(eps="1e-6"), TypeError, ("eps", "str")),
     ErrorCase("scale-by-std-int", _bad(scale_by_std=1), TypeError, ("scale_by_std", "bool")),
 ]
+
+# The spec documents that a NaN or infinite reward makes its group's mean and std, and so its advantages, non-finite.
+NONFINITE_POLICY = {"rewards": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "groups-4x8-contiguous"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import TRAINING_DTYPES, TRAINING_DTYPES_NOTE, Case, ErrorCase, peaked_logits
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 
 def _log_softmax(logits):
@@ -147,3 +148,8 @@ ERROR_CASES = [
     ErrorCase("unknown-reduction", _bad(reduction="average"), ValueError, ("reduction", "average")),
     ErrorCase("log-target-not-bool", _bad(log_target=1), TypeError, ("log_target", "int")),
 ]
+
+# The spec documents that NaN propagates to its row's KL. +inf in log_predictions or targets
+# gives the formula's limit; -inf in probability targets is a negative probability and raises.
+NONFINITE_POLICY = {"log_predictions": PROPAGATE, "targets": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "probabilities-batchmean"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 from .ppo_policy_loss import response_batch
 
 ESTIMATORS = ("k1", "k2", "k3")
@@ -96,3 +97,15 @@ ERROR_CASES = [
     ErrorCase("unknown-estimator", _bad(estimator="k4"), ValueError, ("estimator", "k4")),
     ErrorCase("estimator-low-var-kl", _bad(estimator="low_var_kl"), ValueError, ("estimator", "low_var_kl", "k3")),
 ]
+
+# The estimators are elementwise functions of delta = logps - ref_logps, so NaN and inf propagate per token.
+NONFINITE_POLICY = {"logps": PROPAGATE, "ref_logps": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "k1-4x12"))
+
+
+def _empty_batch(rng):
+    return {"logps": np.zeros((0, 5)), "ref_logps": np.zeros((0, 5))}, {"estimator": "k3"}
+
+
+# A batch without sequences is valid input: the per-token penalty has shape (0, T).
+CASES.append(Case("empty-batch-k3", "edge", _empty_batch))

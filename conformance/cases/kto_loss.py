@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 
 def _completions(rng, size, *, desirable_share, kl_estimate):
@@ -101,4 +102,15 @@ ERROR_CASES = [
     ErrorCase("kl-integer", _bad(kl_estimate=np.array(1)), TypeError, ("kl_estimate", "int64")),
     ErrorCase("beta-zero", _bad(beta=0.0), ValueError, ("beta", "0.0")),
     ErrorCase("negative-weight", _bad(undesirable_weight=-1.0), ValueError, ("undesirable_weight", "-1.0")),
+]
+
+# Every input passes through a sigmoid of beta (rho - z0) or its mirror image, so NaN propagates and inf saturates it.
+NONFINITE_POLICY = {"policy_logps": PROPAGATE, "reference_logps": PROPAGATE, "kl_estimate": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "defaults"))
+
+ERROR_CASES += [
+    ErrorCase("integer-policy-logps", _bad(policy_logps=np.zeros(4, dtype=np.int64)), TypeError, ("policy_logps", "int64", "floating-point")),
+    ErrorCase("integer-reference-logps", _bad(reference_logps=np.zeros(4, dtype=np.int64)), TypeError, ("reference_logps", "int64", "floating-point")),
+    ErrorCase("negative-desirable-weight", _bad(desirable_weight=-0.5), ValueError, ("desirable_weight", "-0.5", "[0.0, inf)")),
+    ErrorCase("beta-negative", _bad(beta=-0.1), ValueError, ("beta", "-0.1", "> 0")),
 ]

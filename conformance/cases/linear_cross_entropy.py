@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import TRAINING_DTYPES, TRAINING_DTYPES_NOTE, Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, PROPAGATE, build_of, counts_everything, flags_along_leading_axes, nonfinite_cases
 
 IGNORE = -100
 
@@ -194,4 +195,38 @@ ERROR_CASES = [
     ErrorCase("negative-z-loss", _bad(z_loss=-0.1), ValueError, ("z_loss", "-0.1")),
     ErrorCase("zero-chunk-size", _bad(chunk_size=0), ValueError, ("chunk_size", "0")),
     ErrorCase("float-chunk-size", _bad(chunk_size=2.0), TypeError, ("chunk_size", "2.0")),
+]
+
+
+def _read_by_loss(inputs, arg):
+    """Mark the hidden states of tokens whose target is not ignore_index; weight and bias are read whole."""
+    if arg == "hidden":
+        return flags_along_leading_axes(inputs["targets"] != IGNORE, inputs["hidden"].shape)
+    return counts_everything(inputs, arg)
+
+
+# The spec documents that the hidden states of ignored tokens are zeroed first, so NaN or inf there
+# is ignored; counted tokens propagate it. weight and bias feed every counted token's logits.
+NONFINITE_POLICY = {"hidden": IGNORED_WHERE_MASKED, "weight": PROPAGATE, "bias": PROPAGATE}
+def _every_third_ignored(rng):
+    """Build a base without z_loss (so torch's native linear + cross_entropy runs on it too) with every third token ignored."""
+    inputs, options = build_of(CASES, "chunk-larger-than-batch")(rng)
+    targets = inputs["targets"].copy()
+    targets[::3] = IGNORE
+    return {**inputs, "targets": targets}, options
+
+
+CASES += nonfinite_cases(
+    NONFINITE_POLICY,
+    _every_third_ignored,
+    read_by_loss=_read_by_loss,
+    bases={"bias": build_of(CASES, "bias-mean")},
+)
+
+ERROR_CASES += [
+    ErrorCase("scalar-hidden", _bad(hidden=np.array(1.0), targets=np.array(0)), ValueError, ("hidden", "()", "rank >= 1")),
+    ErrorCase("integer-weight", _bad(weight=np.zeros((5, 4), dtype=np.int64)), TypeError, ("weight", "int64", "floating-point")),
+    ErrorCase("negative-class-id", _bad(targets=np.array([0, -2, 1])), ValueError, ("targets", "-2", "[0, 4]")),
+    ErrorCase("negative-smoothing", _bad(label_smoothing=-0.1), ValueError, ("label_smoothing", "-0.1", "[0.0, 1.0]")),
+    ErrorCase("float-ignore-index", _bad(ignore_index=-100.0), TypeError, ("ignore_index", "-100.0", "int")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 
 def _regression(name, *, shape=(16, 8), reduction="mean", scale=1.0, group="small", dtypes=None, note="", compiled=False):
@@ -64,4 +65,12 @@ ERROR_CASES = [
     ErrorCase("broadcastable-shapes", _bad(targets=np.zeros((4, 1))), ValueError, ("predictions", "targets", "(4, 1)")),
     ErrorCase("integer-predictions", _bad(predictions=np.zeros((4, 3), dtype=np.int64)), TypeError, ("predictions", "int64")),
     ErrorCase("unknown-reduction", _bad(reduction="batchmean"), ValueError, ("reduction", "batchmean")),
+]
+
+# (p - t)^2 carries NaN and inf into the value, and mse checks only shapes and dtypes.
+NONFINITE_POLICY = {"predictions": PROPAGATE, "targets": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "matrix-mean"))
+
+ERROR_CASES += [
+    ErrorCase("integer-targets", _bad(targets=np.zeros((4, 3), dtype=np.int64)), TypeError, ("targets", "int64", "floating-point")),
 ]

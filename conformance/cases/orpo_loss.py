@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, RAISE, build_of, nonfinite_cases
 
 
 def _average_log_probs(rng, size):
@@ -119,4 +120,18 @@ ERROR_CASES = [
     ErrorCase("nll-wrong-shape", _bad(nll=np.array(0.5)), ValueError, ("chosen_nll", "()")),
     ErrorCase("integer-nll", _bad(nll=np.ones(4, dtype=np.int64)), TypeError, ("chosen_nll", "int64")),
     ErrorCase("lam-negative", _bad(lam=-0.1), ValueError, ("lam", "-0.1")),
+]
+
+# The log-odds need average log-probabilities < 0, and the check max(a) < 0 rejects NaN and +inf
+# (-inf is accepted, log p = -inf is p = 0). chosen_nll is added as given, so NaN and inf propagate.
+NONFINITE_POLICY = {"chosen_avg_logps": RAISE, "rejected_avg_logps": RAISE, "chosen_nll": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "defaults"))
+
+ERROR_CASES += [
+    ErrorCase("nan-chosen", _bad(chosen=np.array([-0.5, np.nan, -1.0, -2.0])), ValueError, ("chosen_avg_logps", "nan", "< 0")),
+    ErrorCase("infinite-chosen", _bad(chosen=np.array([-0.5, -1.0, -2.0, np.inf])), ValueError, ("chosen_avg_logps", "inf", "< 0")),
+    ErrorCase("nan-rejected", _bad(rejected=np.array([np.nan, -1.0, -0.5, -2.0])), ValueError, ("rejected_avg_logps", "nan", "< 0")),
+    ErrorCase("infinite-rejected", _bad(rejected=np.array([-0.5, -1.0, np.inf, -2.0])), ValueError, ("rejected_avg_logps", "inf", "< 0")),
+    ErrorCase("integer-chosen", _bad(chosen=np.full(4, -1, dtype=np.int64)), TypeError, ("chosen_avg_logps", "int64", "floating-point")),
+    ErrorCase("integer-rejected", _bad(rejected=np.full(4, -1, dtype=np.int64)), TypeError, ("rejected_avg_logps", "int64", "floating-point")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 from .ranking_loss import prefix_mask, ranked_rewards
 
 
@@ -116,3 +117,8 @@ ERROR_CASES = [
     ErrorCase("mask-wrong-shape", _bad(mask=np.ones((4, 3), dtype=bool)), ValueError, ("mask", "(4, 3)", "(3, 4)")),
     ErrorCase("mask-not-boolean", _bad(mask=np.ones((3, 4), dtype=np.int32)), TypeError, ("mask", "int32", "boolean")),
 ]
+
+# Masked scores are excluded before the reverse cumulative logsumexp, so NaN or inf there is ignored.
+# A counted NaN score propagates, and a counted +inf gives NaN because lse(s_k..s_K) - s_k is inf - inf.
+NONFINITE_POLICY = {"scores": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "variable-length-mask-16x6"), read_by_loss=read_where_mask)

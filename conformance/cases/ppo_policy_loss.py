@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -346,4 +347,13 @@ ERROR_CASES = [
     ErrorCase("dual-clip-below-one", _bad(dual_clip=0.5), ValueError, ("dual_clip", "0.5")),
     ErrorCase("dual-clip-string", _bad(dual_clip="3"), TypeError, ("dual_clip", "str")),
     ErrorCase("unknown-aggregation", _bad(aggregation="seq-sum"), ValueError, ("aggregation", "seq-sum")),
+]
+
+# The spec zeroes masked tokens before any arithmetic, so NaN or inf there is ignored; at counted
+# tokens NaN propagates, and inf gives the clipped objective's limit.
+NONFINITE_POLICY = {"logps": IGNORED_WHERE_MASKED, "old_logps": IGNORED_WHERE_MASKED, "advantages": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "seq-mean-token-mean-empty-row"), read_by_loss=read_where_mask)
+
+ERROR_CASES += [
+    ErrorCase("integer-old-logps", _bad(old_logps=np.zeros((4, 6), dtype=np.int64)), TypeError, ("old_logps", "int64", "floating-point")),
 ]

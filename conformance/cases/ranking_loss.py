@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 
 
 def ranked_rewards(rng, num_prompts, num_completions, scale=1.0):
@@ -129,3 +130,8 @@ ERROR_CASES = [
     ErrorCase("mask-wrong-shape", _bad(mask=np.ones((3, 5), dtype=bool)), ValueError, ("mask", "(3, 5)", "(3, 4)")),
     ErrorCase("mask-not-boolean", _bad(mask=np.ones((3, 4))), TypeError, ("mask", "boolean")),
 ]
+
+# The spec replaces masked rewards before any arithmetic, so inf or NaN padding is ignored; a counted
+# reward propagates NaN, and inf gives the softplus limit of each pair.
+NONFINITE_POLICY = {"rewards": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "variable-k-mask-16x6"), read_by_loss=read_where_mask)

@@ -6,6 +6,6 @@ are where the pooled mean and the per-prompt mean differ.
 
 from __future__ import annotations
 
-from .ranking_loss import CASES, ERROR_CASES
+from .ranking_loss import CASES, ERROR_CASES, NONFINITE_POLICY
 
-__all__ = ["CASES", "ERROR_CASES"]
+__all__ = ["CASES", "ERROR_CASES", "NONFINITE_POLICY"]

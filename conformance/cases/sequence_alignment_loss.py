@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, RAISE, build_of, nonfinite_cases
 
 
 def embedding_costs(rng, batch, sources, targets, lengths=None, width=16, noise=0.5):
@@ -166,4 +167,35 @@ ERROR_CASES = [
     ErrorCase("negative-temperature-array", _bad(temperature_array=np.asarray(-1.0)), ValueError, ("temperature", "-1.0", "> 0")),
     ErrorCase("temperature-not-scalar", _bad(temperature_array=np.ones(2)), ValueError, ("temperature", "(2,)", "()")),
     ErrorCase("unknown-reduction", _bad(reduction="batchmean"), ValueError, ("reduction", "batchmean")),
+]
+
+
+def _read_by_loss(inputs, arg):
+    """Mark the scores the loss reads (1), the padded target positions (0) and each row's gold position (-1).
+
+    mask (..., N) applies to every source row of scores (..., M, N). A +inf
+    cost at the gold position is outside the loss's domain (its gradient is
+    undefined, and the spec and the mirrors differ there), so the poisoned
+    cases leave gold positions alone.
+    """
+    scores = inputs["scores"]
+    mask = inputs.get("mask")
+    valid = np.ones(scores.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask)[..., None, :], scores.shape)
+    gold = np.arange(scores.shape[-1]) == np.asarray(inputs["alignment"])[..., None]
+    return np.where(gold, -1, valid.astype(np.int8))
+
+
+# The spec documents that padded target positions may contain inf or NaN and get zero gradient.
+# At a valid position NaN propagates, and +inf is a cost that takes no probability. At the gold
+# position +inf gives a +inf loss, which these cases avoid. temperature must be finite and > 0,
+# so NaN and inf raise.
+NONFINITE_POLICY = {"scores": IGNORED_WHERE_MASKED, "temperature": RAISE}
+CASES += nonfinite_cases(
+    {"scores": IGNORED_WHERE_MASKED}, build_of(CASES, "masked-array-temperature-none"), read_by_loss=_read_by_loss
+)
+
+ERROR_CASES += [
+    ErrorCase("nan-temperature-array", _bad(temperature_array=np.asarray(np.nan)), ValueError, ("temperature", "nan", "finite value > 0")),
+    ErrorCase("infinite-temperature", _bad(temperature=float("inf")), ValueError, ("temperature", "inf", "finite value > 0")),
+    ErrorCase("infinite-temperature-array", _bad(temperature_array=np.asarray(np.inf)), ValueError, ("temperature", "inf", "finite value > 0")),
 ]

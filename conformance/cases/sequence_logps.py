@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 
 
 def _completion_batch(rng, batch, length, *, min_tokens, max_tokens, pad_value=None, empty_rows=()):
@@ -100,3 +101,8 @@ ERROR_CASES = [
     ErrorCase("scalar-token-logps", _bad(token_logps=np.array(-1.0), mask=np.array(True)), ValueError, ("token_logps", "rank")),
     ErrorCase("average-not-bool", _bad(average=1), TypeError, ("average", "bool")),
 ]
+
+# The spec documents that padded tokens are replaced by 0 before the sum, so -inf or NaN there is harmless;
+# counted tokens propagate it.
+NONFINITE_POLICY = {"token_logps": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "average-inf-padding-empty-row"), read_by_loss=read_where_mask)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import PROPAGATE, build_of, nonfinite_cases
 
 
 def _average_log_probs(rng, size):
@@ -72,4 +73,12 @@ ERROR_CASES = [
     ErrorCase("gamma-negative", _bad(gamma=-0.5), ValueError, ("gamma", "-0.5")),
     ErrorCase("smoothing-half", _bad(label_smoothing=0.5), ValueError, ("label_smoothing", "0.5")),
     ErrorCase("smoothing-negative", _bad(label_smoothing=-0.1), ValueError, ("label_smoothing", "-0.1")),
+]
+
+# Average log-probabilities enter only through their difference, so NaN propagates and inf gives the softplus limit.
+NONFINITE_POLICY = {"policy_chosen_logps": PROPAGATE, "policy_rejected_logps": PROPAGATE}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "defaults"))
+
+ERROR_CASES += [
+    ErrorCase("integer-rejected-logps", _bad(rejected=np.zeros(4, dtype=np.int64)), TypeError, ("policy_rejected_logps", "int64", "floating-point")),
 ]

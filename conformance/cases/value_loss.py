@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import Case, ErrorCase
+from ._nonfinite import IGNORED_WHERE_MASKED, build_of, nonfinite_cases, read_where_mask
 from .ppo_policy_loss import response_mask
 
 
@@ -110,4 +111,13 @@ ERROR_CASES = [
     ErrorCase("clip-infinite", _bad(clip=float("inf")), ValueError, ("clip", "inf")),
     ErrorCase("clip-string", _bad(clip="0.2"), TypeError, ("clip", "str")),
     ErrorCase("scale-negative", _bad(scale=-0.5), ValueError, ("scale", "-0.5")),
+]
+
+# Masked tokens are zeroed before any arithmetic, so NaN or inf there is ignored; counted tokens propagate it.
+NONFINITE_POLICY = {"values": IGNORED_WHERE_MASKED, "old_values": IGNORED_WHERE_MASKED, "returns": IGNORED_WHERE_MASKED}
+CASES += nonfinite_cases(NONFINITE_POLICY, build_of(CASES, "clip-0.2-defaults"), read_by_loss=read_where_mask)
+
+ERROR_CASES += [
+    ErrorCase("integer-old-values", _bad(old_values=np.zeros((4, 6), dtype=np.int64)), TypeError, ("old_values", "int64", "floating-point")),
+    ErrorCase("integer-returns", _bad(returns=np.zeros((4, 6), dtype=np.int32)), TypeError, ("returns", "int32", "floating-point")),
 ]
