@@ -22,7 +22,7 @@ from .environment import PROJECT_ROOT, describe
 from .worker import Selection
 
 MODES = ("eager", "compiled")
-GROUPS = ("small", "edge", "realistic", "bad-input", "gpu")
+GROUPS = ("small", "edge", "realistic", "regression", "bad-input", "gpu")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 ORACLE_MAX_ELEMENTS = 2000
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C.
@@ -494,7 +494,7 @@ def command_check(args) -> int:
         losses=tuple(dict.fromkeys(loss for run in runs for loss in run.losses)),
         dtypes=_choose("dtype", _split(args.dtype), DTYPES, DTYPES),
         modes=_choose("mode", _split(args.mode), MODES, MODES),
-        groups=_choose("case group", _split(args.group), GROUPS[:-1], ()) or None,
+        groups=_choose("case group", _split(args.group), tuple(group for group in GROUPS if group != "gpu"), ()) or None,
         seed=args.seed,
     )
     if args.seed < 0:
@@ -729,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loss", action="append", help="loss name(s) to run (default all)")
     run.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
     run.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
-    run.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input, gpu (only with --device gpu) or all (default all)")
+    run.add_argument("--group", action="append", help="case groups: small, edge, realistic, regression (saved fuzz counterexamples), bad-input, gpu (only with --device gpu) or all (default all)")
     run.add_argument("--compiled-loss", action="append", help="run compiled mode only for these entries, each LOSS or LOSS:DTYPE (default: every selected loss); repeatable or comma-separated")
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device to run the frameworks on (default cpu)")
     run.add_argument(
@@ -802,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--backend", help="the framework whose tensors IMPL takes: torch, tensorflow or jax (needed when IMPL has no declaration)")
     check.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 or all (default all)")
     check.add_argument("--mode", action="append", help="eager, compiled or all (default all)")
-    check.add_argument("--group", action="append", help="case groups: small, edge, realistic, bad-input or all (default all)")
+    check.add_argument("--group", action="append", help="case groups: small, edge, realistic, regression, bad-input or all (default all)")
     check.add_argument("--out", help="folder for conformance.json and conformance.md (default: write nothing)")
     check.add_argument("--format", choices=("table", "json"), default="table", help="summary table, or one JSON document on stdout")
     check.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default 0)")

@@ -293,6 +293,7 @@ def implementation(declaration: Declaration) -> Implementation:
         differences=declaration.differences,
         notes=declaration.notes,
         validates=declaration.validates,
+        modes=tuple(declaration.modes),
     )
 
 
