@@ -304,7 +304,8 @@ def linear_cross_entropy_grad(
 
     With G the gradient of the cross-entropy with respect to the logits
     (``cross_entropy_grad``), flattened to (N, V), and X the hidden states
-    flattened to (N, H) with the ignored tokens' rows set to 0: d/dhidden = G W,
+    flattened to (N, H) with the ignored tokens' rows set to 0: d/dhidden = G W
+    (0 at ignored tokens, even when the weight holds NaN or inf),
     d/dweight = G^T X and d/dbias = the column sums of G. Keys: "hidden", "weight", and "bias" when a bias is given.
     """
     hidden, logits = _linear_logits(hidden, weight, targets, bias, ignore_index, label_smoothing, z_loss, reduction, chunk_size)
@@ -318,8 +319,11 @@ def linear_cross_entropy_grad(
         cotangent=cotangent,
     )["logits"]
     flat_grad = grad_logits.reshape(-1, grad_logits.shape[-1])
+    # An ignored token's row of G is 0, but 0 times a NaN or infinite weight in G W
+    # is NaN, so its hidden gradient is set to 0 after the product.
+    counted = (np.asarray(targets) != ignore_index)[..., None]
     grads = {
-        "hidden": grad_logits @ as_float64(weight),
+        "hidden": np.where(counted, grad_logits @ as_float64(weight), 0.0),
         "weight": flat_grad.T @ hidden.reshape(-1, hidden.shape[-1]),
     }
     if bias is not None:

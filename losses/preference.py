@@ -192,9 +192,9 @@ def dpo_loss(
     eps = label_smoothing
 
     if loss_type == "sigmoid":
-        per_pair = (1.0 - eps) * softplus(-scaled) + eps * softplus(scaled)
+        per_pair = (1.0 - eps) * softplus(-scaled) + _times(eps, softplus(scaled))
     elif loss_type == "robust":
-        per_pair = ((1.0 - eps) * softplus(-scaled) - eps * softplus(scaled)) / (1.0 - 2.0 * eps)
+        per_pair = ((1.0 - eps) * softplus(-scaled) - _times(eps, softplus(scaled))) / (1.0 - 2.0 * eps)
     elif loss_type == "ipo":
         per_pair = (margin - 1.0 / (2.0 * beta)) ** 2
     else:
@@ -244,6 +244,11 @@ def dpo_loss_grad(
     return {"policy_chosen_logps": slope * scale, "policy_rejected_logps": -slope * scale}
 
 
+def _times(weight: float, term: np.ndarray) -> np.ndarray:
+    """Return weight * term, exactly 0 where weight is 0, so that an infinite term left out (eps = 0) adds no NaN."""
+    return weight * term if weight != 0 else np.zeros_like(term)
+
+
 # SimPO ------------------------------------------------------------------------
 
 
@@ -288,7 +293,7 @@ def simpo_loss(policy_chosen_logps, policy_rejected_logps, *, beta: float = 2.0,
         0-d float64 array.
     """
     margin = _simpo_margin(policy_chosen_logps, policy_rejected_logps, beta, gamma, label_smoothing)
-    per_pair = (1.0 - label_smoothing) * softplus(-margin) + label_smoothing * softplus(margin)
+    per_pair = (1.0 - label_smoothing) * softplus(-margin) + _times(label_smoothing, softplus(margin))
     return reduce(per_pair, "mean")
 
 

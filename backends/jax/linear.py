@@ -219,7 +219,7 @@ def _loss_and_gradients(options: _Options, hidden, weight, bias, targets, counte
         losses, lse, probabilities = _row_losses(logits, targets_chunk, options)
         total = total + jnp.sum(jnp.where(counted_chunk, losses, 0))
         gradient = _logit_gradient(probabilities, lse, targets_chunk, jnp.where(counted_chunk, scale, 0), options)
-        return (total, _accumulate(gradients, gradient, hidden_chunk)), gradient @ weight
+        return (total, _accumulate(gradients, gradient, hidden_chunk)), _counted_rows(counted_chunk, gradient @ weight)
 
     initial = (
         jnp.zeros((), weight.dtype),
@@ -228,6 +228,11 @@ def _loss_and_gradients(options: _Options, hidden, weight, bias, targets, counte
     (total, (weight_gradient, bias_gradient)), hidden_gradient = jax.lax.scan(step, initial, chunks)
     hidden_gradient = hidden_gradient.reshape(-1, hidden_size)[:num_tokens]
     return _reduce_total(total, count, options), (hidden_gradient, weight_gradient, bias_gradient)
+
+
+def _counted_rows(counted_chunk, hidden_gradient):
+    """Zero the hidden gradient of ignored tokens: their row of G is 0, but 0 times a NaN or infinite weight is NaN."""
+    return jnp.where(counted_chunk[:, None], hidden_gradient, 0)
 
 
 # "none": the forward keeps the per-token lse and the backward recomputes the logits.
@@ -269,7 +274,7 @@ def _recomputed_gradients(options: _Options, hidden, weight, bias, targets, coun
         probabilities = jnp.exp(logits - lse_chunk[:, None])
         row_scale = jnp.where(counted_chunk, cotangent_chunk, 0)
         gradient = _logit_gradient(probabilities, lse_chunk, targets_chunk, row_scale, options)
-        return _accumulate(gradients, gradient, hidden_chunk), gradient @ weight
+        return _accumulate(gradients, gradient, hidden_chunk), _counted_rows(counted_chunk, gradient @ weight)
 
     initial = (jnp.zeros_like(weight), None if bias is None else jnp.zeros_like(bias))
     (weight_gradient, bias_gradient), hidden_gradient = jax.lax.scan(step, initial, chunks)

@@ -174,7 +174,9 @@ def _add_weight_gradient(weight_grad, gradient, scaled_hidden, layout: _Layout):
 
 def _add_chunk_gradients(i, gradient, row_scale, hidden_chunk, weight, hidden_grads, weight_grad, bias_grad, layout: _Layout, with_bias: bool):
     """Write dh = s (G W) for chunk i and add G^T (s h) to dW and G^T s to db, for the row scales s."""
-    hidden_grads = hidden_grads.write(i, row_scale[:, None] * tf.matmul(gradient, weight))
+    # A row with scale 0 (an ignored token) gets 0, not 0 times a NaN or infinite weight.
+    scaled = tf.where(row_scale[:, None] != 0, row_scale[:, None] * tf.matmul(gradient, weight), tf.zeros([], row_scale.dtype))
+    hidden_grads = hidden_grads.write(i, scaled)
     weight_grad = _add_weight_gradient(weight_grad, gradient, row_scale[:, None] * hidden_chunk, layout)
     if with_bias and eager():
         bias_grad += tf.linalg.matvec(gradient, row_scale, transpose_a=True)
