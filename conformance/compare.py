@@ -35,11 +35,14 @@ class Comparison:
     detail: str
 
 
-def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtype: str) -> Comparison:
+def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtype: str, nonfinite_equivalent: bool = False) -> Comparison:
     """Compare arrays elementwise; NaN and infinity positions (and signs) must match exactly.
 
-    max_rel_error_eps is the largest absolute error divided by the largest
-    finite reference magnitude, in units of the dtype's machine epsilon.
+    With nonfinite_equivalent, a NaN, +inf or -inf where the reference is NaN or
+    infinite counts as a match, but a finite value there (or a non-finite one
+    where the reference is finite) does not. max_rel_error_eps is the largest
+    absolute error divided by the largest finite reference magnitude, in units
+    of the dtype's machine epsilon.
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -55,6 +58,11 @@ def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtyp
     nan_mismatch = np.isnan(actual) != np.isnan(expected)
     inf_mismatch = np.isinf(actual) != np.isinf(expected)
     both_inf = np.isinf(actual) & np.isinf(expected)
+    if nonfinite_equivalent:
+        nonfinite_mismatch = np.isfinite(actual) != np.isfinite(expected)
+        nan_mismatch = nonfinite_mismatch & (np.isnan(actual) | np.isnan(expected))
+        inf_mismatch = nonfinite_mismatch & ~nan_mismatch
+        both_inf = np.zeros_like(both_inf)
     sign_mismatch = both_inf & (np.sign(actual) != np.sign(expected))
     finite = np.isfinite(actual) & np.isfinite(expected)
 

@@ -135,9 +135,11 @@ def _oracle_cell(entry) -> str:
 
 
 def _counterexample_cell(entry) -> str:
+    """Return the counterexamples found, and how many of them are fixed or recorded as known failures."""
     found = entry.get("counterexamples", 0)
     if not found:
         return "0"
-    known = entry.get("known", 0)
-    fixed = entry.get("fixed", 0)
-    return f"{found} ({fixed} fixed, {known} known failures)"
+    resolved = entry.get("fixed_or_known", entry.get("fixed", 0) + entry.get("known", 0))
+    unresolved = found - resolved
+    text = f"{found} ({resolved} fixed or known failures)"
+    return f"**{text}**" if unresolved else text

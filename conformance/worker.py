@@ -261,11 +261,11 @@ class Worker:
             if actual is None:
                 records.append(self._finish(unit, check, False, None, None, tolerance.describe(), "no gradient returned", difference))
                 continue
-            outcome = compare(actual, expected, tolerance, unit.dtype)
+            outcome = compare(actual, expected, tolerance, unit.dtype, unit.case.nonfinite_limits)
             excused = difference
             if difference is not None and difference.within and not outcome.passed:
                 # The difference excuses only errors within the named dtype's tolerance.
-                loose = compare(actual, expected, tolerance_for(unit.loss, check, difference.within, tf32=self.selection.allow_tf32), unit.dtype)
+                loose = compare(actual, expected, tolerance_for(unit.loss, check, difference.within, tf32=self.selection.allow_tf32), unit.dtype, unit.case.nonfinite_limits)
                 excused = difference if loose.passed else None
             records.append(
                 self._finish(unit, check, outcome.passed, outcome.max_abs_error, outcome.max_rel_error_eps, tolerance.describe(), outcome.detail, excused)

@@ -246,7 +246,8 @@ def plackett_luce_loss_grad(scores, *, mask=None, cotangent=1.0):
 
     d loss_b / ds_j = sum_{valid k <= j} exp(s_j - lse_{i>=k}(s_i)) - 1 for a
     valid j: the probability of picking j at each step k up to its own, minus
-    one. Padded positions get zero.
+    one. Padded positions get zero, and the valid items of a list whose loss is
+    not finite get NaN.
     """
     valid, safe_scores, suffix_lse, list_weight = _prepare_plackett_luce(scores, mask)
     num_items = safe_scores.shape[1]
@@ -258,6 +259,10 @@ def plackett_luce_loss_grad(scores, *, mask=None, cotangent=1.0):
     choice = np.where(steps, np.exp(np.minimum(safe_scores[:, None, :] - safe_lse[:, :, None], 0.0)), 0.0)
 
     per_item = choice.sum(axis=1) - valid
+    # A list whose loss is NaN or infinite (a +inf score gives inf - inf) has no
+    # derivative, so every valid item of that list gets NaN.
+    list_loss = np.where(valid, suffix_lse - safe_scores, 0.0).sum(axis=1)
+    per_item = np.where(~np.isfinite(list_loss)[:, None] & valid, np.nan, per_item)
     scale = list_weight * as_float64(cotangent)
     return {"scores": per_item * scale[:, None]}
 

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._api import Difference, Implementation, uses_any
+from ..subjects.keras import KL_GRADIENT_THROUGH_PROBABILITIES
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402  (the backend variable must be set first)
@@ -297,6 +298,7 @@ NATIVES += (
             ),
             KERAS_EMPTY,
             KERAS_FLOATX,
+            KL_GRADIENT_THROUGH_PROBABILITIES,
         ),
         notes="fed exp(log_predictions) and the target probabilities (exp(targets) when log_target), "
         "in float32 for half inputs; batchmean is sum_over_batch_size over the per-row losses",
