@@ -695,6 +695,12 @@ def command_oracle(args) -> int:
     return EXIT_FAILURES if unknown else EXIT_OK
 
 
+def command_fuzz(args) -> int:
+    from .fuzz.command import command_fuzz as run_fuzz
+
+    return run_fuzz(args, usage_error=_usage_error)
+
+
 def command_bench(args) -> int:
     from .bench.command import command_bench as run_bench
 
@@ -827,6 +833,15 @@ def build_parser() -> argparse.ArgumentParser:
     oracle_progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="print one line per loss on stderr (default: when stderr is a terminal)")
     oracle_progress.add_argument("--no-progress", dest="progress", action="store_false", help="print no progress lines")
 
+    from .fuzz.command import DESCRIPTION as FUZZ_DESCRIPTION, add_arguments as add_fuzz_arguments
+
+    fuzz = commands.add_parser(
+        "fuzz",
+        help="drive Hypothesis examples through one backend's implementations; save shrunk counterexamples as regression cases",
+        description=FUZZ_DESCRIPTION + " Exit status: 0 when no new counterexample was found, 1 when one was found and saved, 2 on a usage error.",
+    )
+    add_fuzz_arguments(fuzz)
+
     bench = commands.add_parser(
         "bench",
         help="time every implementation, forward and forward plus backward, and write perf.json, perf.md and plots",
@@ -864,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up messages would bury the output of list and explain.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "check": command_check, "bench": command_bench, "oracle": command_oracle}
+    handlers = {"list": command_list, "explain": command_explain, "run": command_run, "check": command_check, "bench": command_bench, "oracle": command_oracle, "fuzz": command_fuzz}
     try:
         return handlers[args.command](args)
     except UsageError as error:

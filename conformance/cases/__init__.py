@@ -15,9 +15,11 @@ from typing import Callable
 
 import numpy as np
 
-GROUPS = ("small", "edge", "realistic", "gpu")
+GROUPS = ("small", "edge", "realistic", "gpu", "regression")
 # Cases of this group run only when the device is a GPU (see conformance/cases/gpu.py).
 GPU_GROUP = "gpu"
+# Shrunk fuzzing counterexamples saved under conformance/cases/regressions (see conformance/fuzz/regression.py).
+REGRESSION_GROUP = "regression"
 
 # The cases with about 65 million logits (thousands of tokens over a 32000-token
 # vocabulary) run in the dtypes LLMs train in. Each dtype of such a case costs
@@ -47,6 +49,10 @@ class Case:
     dtypes: tuple[str, ...] | None = None
     note: str = ""
     compiled: bool = False
+    # True for a case whose inputs hold +inf where the loss reads them. Where the
+    # spec's output is NaN or infinite there, any NaN or infinity passes: the case
+    # checks that the infinity propagates, and inf - inf has no limit to pin down.
+    nonfinite_limits: bool = False
 
     def generate(self, seed: int) -> tuple[dict, dict]:
         rng = np.random.default_rng([seed, zlib.crc32(self.name.encode())])
@@ -69,10 +75,42 @@ def _module(loss: str):
 
 
 def cases_for(loss: str) -> list[Case]:
-    """Return a loss's cases, its GPU-only cases last."""
+    """Return a loss's cases, then its regression cases, then its GPU-only cases."""
     from .gpu import CASES as GPU_CASES
 
-    return list(_module(loss).CASES) + list(GPU_CASES.get(loss, ()))
+    return list(_module(loss).CASES) + regression_cases_for(loss) + list(GPU_CASES.get(loss, ()))
+
+
+def regression_cases_for(loss: str) -> list[Case]:
+    """Load a loss's saved fuzzing counterexamples as cases of the group "regression".
+
+    Each case runs in the dtype it failed in and in the wider dtypes that hold
+    its values exactly (float16 and bfloat16 values also in float32 and
+    float64, float32 values also in float64), eager mode only. A corrupt or
+    truncated file raises RegressionFileError naming it.
+    """
+    from ..fuzz import regression
+
+    cases = []
+    for path in regression.paths_for(loss):
+        document, inputs, options = regression.load(path)
+        note = (
+            f"fuzzing counterexample: {document['backend']} {document['implementation']} failed {document['check']} "
+            f"in {document['dtype']} ({path.name})"
+        )
+        cases.append(
+            Case(document["case"], REGRESSION_GROUP, _fixed_build(inputs, options), dtypes=regression.replay_dtypes(document["dtype"]), note=note)
+        )
+    return cases
+
+
+def _fixed_build(inputs: dict, options: dict) -> Callable[[np.random.Generator], tuple[dict, dict]]:
+    """Return a build function that ignores its generator and returns copies of fixed inputs and options."""
+
+    def build(rng: np.random.Generator) -> tuple[dict, dict]:
+        return {name: None if array is None else array.copy() for name, array in inputs.items()}, dict(options)
+
+    return build
 
 
 def error_cases_for(loss: str) -> list[ErrorCase]:

@@ -113,7 +113,7 @@ def nonfinite_cases(
             rule = policy_of(policy, arg, kind)
             if rule == RAISE:
                 continue
-            cases.append(Case(f"{kind}-in-{arg}", "edge", _poisoned(builder, arg, value, True, read_by_loss)))
+            cases.append(Case(f"{kind}-in-{arg}", "edge", _poisoned(builder, arg, value, True, read_by_loss), nonfinite_limits=kind == "inf"))
             if rule == IGNORED_WHERE_MASKED:
                 cases.append(Case(f"{kind}-in-masked-{arg}", "edge", _poisoned(builder, arg, value, False, read_by_loss)))
     return cases
