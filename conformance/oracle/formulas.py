@@ -141,6 +141,11 @@ def _array(values, shape=()) -> np.ndarray:
     return result
 
 
+def _times(weight, value):
+    """Return weight * value, and exactly 0 when weight is 0: a term that label smoothing 0 leaves out adds no NaN."""
+    return mpf(0) if weight == 0 else weight * value
+
+
 def _map(function: Callable, array) -> np.ndarray:
     array = _obj(array)
     result = np.empty(array.shape, dtype=object)
@@ -383,7 +388,11 @@ def linear_cross_entropy(inputs: dict, options: dict) -> dict:
     scale = _row_scale(reduction, denominator)
     gradient = rows.gradients * scale
     gradient_magnitude = rows.gradient_magnitudes * scale
-    results["grad:hidden"] = Output(np.dot(gradient, weight).reshape(hidden.shape), np.dot(gradient_magnitude, _abs(weight)).reshape(hidden.shape))
+    # An ignored token's hidden gradient is 0, even where 0 times a non-finite weight would be NaN.
+    ignored_rows = ~counted[:, None]
+    hidden_gradient = np.where(ignored_rows, mpf(0), np.dot(gradient, weight))
+    hidden_magnitude = np.where(ignored_rows, mpf(0), np.dot(gradient_magnitude, _abs(weight)))
+    results["grad:hidden"] = Output(hidden_gradient.reshape(hidden.shape), hidden_magnitude.reshape(hidden.shape))
     results["grad:weight"] = Output(np.dot(gradient.T, x), np.dot(gradient_magnitude.T, _abs(x)))
     if bias is not None:
         results["grad:bias"] = Output(gradient.sum(axis=0), gradient_magnitude.sum(axis=0))
@@ -715,13 +724,13 @@ def dpo_loss(inputs: dict, options: dict) -> dict:
         # The rounding of h (about eps * error) moves the loss by |dl/dh| error and the slope by |d2l/dh2| error.
         error = margin_error[index]
         if loss_type == "sigmoid":
-            values[index] = (1 - eps) * softplus(-u) + eps * softplus(u)
+            values[index] = (1 - eps) * softplus(-u) + _times(eps, softplus(u))
             sizes[index] = values[index] + beta * ((1 - eps) * sigmoid(-u) + eps * sigmoid(u)) * error
             slopes[index] = beta * (-(1 - eps) * sigmoid(-u) + eps * sigmoid(u))
             slope_sizes[index] = beta * ((1 - eps) * sigmoid(-u) + eps * sigmoid(u)) + beta**2 * sigmoid(u) * sigmoid(-u) * error
         elif loss_type == "robust":
-            values[index] = ((1 - eps) * softplus(-u) - eps * softplus(u)) / (1 - 2 * eps)
-            sizes[index] = ((1 - eps) * softplus(-u) + eps * softplus(u) + beta * error) / (1 - 2 * eps)
+            values[index] = ((1 - eps) * softplus(-u) - _times(eps, softplus(u))) / (1 - 2 * eps)
+            sizes[index] = ((1 - eps) * softplus(-u) + _times(eps, softplus(u)) + beta * error) / (1 - 2 * eps)
             slopes[index] = beta * (-(1 - eps) * sigmoid(-u) - eps * sigmoid(u)) / (1 - 2 * eps)
             slope_sizes[index] = abs(slopes[index]) + beta**2 * sigmoid(u) * sigmoid(-u) * error / (1 - 2 * eps)
         elif loss_type == "ipo":
@@ -760,7 +769,7 @@ def simpo_loss(inputs: dict, options: dict) -> dict:
     margin = _obj(beta * difference - gamma)
     # float64 rounds a_c - a_r, its product with beta and the subtraction of gamma.
     margin_error = _obj(2 * beta * _abs(difference) + _abs(margin))
-    values = _map(lambda u: (1 - eps) * softplus(-u) + eps * softplus(u), margin)
+    values = _map(lambda u: (1 - eps) * softplus(-u) + _times(eps, softplus(u)), margin)
     sizes, slopes, slope_sizes = _zeros(margin.shape), _zeros(margin.shape), _zeros(margin.shape)
     for index in np.ndindex(margin.shape):
         u, error = margin[index], margin_error[index]
