@@ -286,7 +286,13 @@ def _run_sharded(args) -> int:
         seed=args.seed,
         command_line="lossparity " + " ".join(shlex.quote(part) for part in sys.argv[1:]),
     )
-    return command_sharded(sharded_args, usage_error=_usage_error)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    try:
+        return command_sharded(sharded_args, usage_error=_usage_error)
+    except KeyboardInterrupt:
+        print("lossparity: interrupted; the sharded jobs' processes were stopped and no results were written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _usage_error(message: str):
@@ -371,7 +377,7 @@ def _run_and_report(
                 resume=resume,
             )
     except KeyboardInterrupt:
-        if journal is not None:
+        if journal is not None and hasattr(args, "resume"):
             print(
                 f"lossparity: interrupted; the workers were stopped, the published results were left as they were, and the "
                 f"finished units are kept in {journal}. Run the same command with --resume to continue.",
@@ -455,6 +461,15 @@ def _run_and_report(
     else:
         _print_summary(document, result, out_dir if (args.out or getattr(args, "publish", False)) else None)
 
+    checked = [record for record in result.records if record["status"] not in ("unsupported", "skip")]
+    if grouped_failures and result.records and not checked:
+        print(
+            "lossparity: no case was checked: every case sets an argument the declaration does not cover (see 'not covered' "
+            "above); check the declaration's arguments, supports and unsupported",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURES
+
     unexpected = [record for record in result.records if record["status"] in report.UNEXPECTED]
     if not result.records:
         print("lossparity: no backend produced a result; see the reasons above", file=sys.stderr)
@@ -503,6 +518,11 @@ def command_check(args) -> int:
         _require_writable_folder(Path(args.out))
     if not 0 < args.timeout < float("inf"):
         raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive, finite number of seconds")
+    if selection.groups == ("bad-input",) and not any(item.validates for item in declared):
+        raise UsageError(
+            f"--group bad-input runs only for implementations that promise the spec's errors (validates=True in the "
+            f"declaration), and {args.implementation} does not; choose other groups"
+        )
     args.jobs = 1
     args.device = "cpu"
     args.publish = False

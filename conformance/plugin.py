@@ -84,6 +84,10 @@ class Declaration:
     bad input, so the bad-input cases are run too. ``modes`` limits the modes,
     with the reason in ``notes``. ``subject`` groups implementations that run in
     one worker and get one section of the report (for example ``keras-jax``).
+    ``values`` renames option values, for example ``{"reduction": {"mean":
+    "sum_over_batch_size", "none": None}}``. ``convert`` maps a spec argument to a
+    function applied to its tensor before the call (a layout change such as
+    moving the class axis), and ``output`` is applied to the function's result.
     """
 
     loss: str
@@ -102,6 +106,9 @@ class Declaration:
     notes: str = ""
     subject: str = ""
     description: str = ""
+    values: Mapping[str, Mapping] = field(default_factory=dict)
+    convert: Mapping[str, Callable] = field(default_factory=dict)
+    output: Callable | None = None
 
 
 def implements(loss: str, *, backend: str, **details) -> Callable[[Callable], Callable]:
@@ -140,6 +147,26 @@ def _check(declaration: Declaration) -> None:
                 f"{name}: {label} names {', '.join(map(repr, unknown))}, which the spec {declaration.loss} does not take; "
                 f"expected some of: {', '.join(parameters)}"
             )
+    for option, allowed in declaration.supports.items():
+        if isinstance(allowed, (str, bytes)) or not isinstance(allowed, (tuple, list, set, frozenset)):
+            raise PluginError(f"{name}: supports[{option!r}] is {allowed!r}; expected a tuple of values, for example ({allowed!r},)")
+    targets = [target for target in declaration.arguments.values() if target != POSITIONAL]
+    repeated = sorted({target for target in targets if targets.count(target) > 1})
+    if repeated:
+        raise PluginError(f"{name}: arguments maps several spec arguments to {', '.join(map(repr, repeated))}; expected one parameter per spec argument")
+    accepted = _accepted_parameters(declaration.function)
+    if accepted is not None:
+        unknown_targets = {spec_name: target for spec_name, target in declaration.arguments.items() if target != POSITIONAL and target not in accepted}
+        if unknown_targets:
+            spec_name, target = next(iter(unknown_targets.items()))
+            raise PluginError(
+                f"{name}: arguments maps {spec_name} to {target!r}, which the function does not take; "
+                f"expected one of its parameters: {', '.join(sorted(accepted)) or 'none'}, or '*' to pass it positionally"
+            )
+    for label, names in (("values", declaration.values), ("convert", declaration.convert)):
+        unknown = [item for item in names if item not in parameters]
+        if unknown:
+            raise PluginError(f"{name}: {label} names {', '.join(map(repr, unknown))}, which the spec {declaration.loss} does not take")
     bad_modes = [mode for mode in declaration.modes if mode not in ("eager", "compiled")]
     if bad_modes or not declaration.modes:
         raise PluginError(f"{name}: modes is {declaration.modes!r}; expected a non-empty tuple of 'eager' and 'compiled'")
@@ -271,18 +298,31 @@ def implementation(declaration: Declaration) -> Implementation:
                 return f"{declaration.name} takes no {spec_name} argument"
         return None
 
+    positional_only = _positional_only(declaration.function)
+
     def call(*positional, **keywords):
         values = dict(zip(spec_order, positional))
         values.update(keywords)
-        args, kwargs = [], {}
+        args, kwargs, by_position = [], {}, {}
         for spec_name in spec_order:
             if spec_name not in values or not accepts(spec_name):
                 continue
-            if target_name(spec_name) == POSITIONAL:
-                args.append(values[spec_name])
+            value = values[spec_name]
+            if spec_name in declaration.values and _hashable(value) and value in declaration.values[spec_name]:
+                value = declaration.values[spec_name][value]
+            if spec_name in declaration.convert and value is not None:
+                value = declaration.convert[spec_name](value)
+            target = target_name(spec_name)
+            if target == POSITIONAL:
+                args.append(value)
+            elif target in positional_only:
+                by_position[target] = value
             else:
-                kwargs[target_name(spec_name)] = values[spec_name]
-        return declaration.function(*args, **kwargs)
+                kwargs[target] = value
+        # Positional-only parameters go first, in the function's order.
+        leading = [by_position[name] for name in positional_only if name in by_position]
+        result = declaration.function(*leading, *args, **kwargs)
+        return result if declaration.output is None else declaration.output(result)
 
     return Implementation(
         loss=declaration.loss,
@@ -305,7 +345,24 @@ def _accepted_parameters(function: Callable) -> set[str] | None:
         return None
     if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
         return None
-    return {parameter.name for parameter in parameters if parameter.kind is not parameter.POSITIONAL_ONLY}
+    return {parameter.name for parameter in parameters if parameter.kind is not parameter.VAR_POSITIONAL}
+
+
+def _positional_only(function: Callable) -> list[str]:
+    """Return the names of function's positional-only parameters, in order."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [parameter.name for parameter in parameters if parameter.kind is parameter.POSITIONAL_ONLY]
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _same(a, b) -> bool:

@@ -283,8 +283,14 @@ def _handle_exit_or_hang(run: BackendRun, launch: Launch, timeout: float) -> boo
     run.records.append(record)
     _journal_fault(run, launch.workdir, record)
     log.warning("%s worker (%s): %s", run.backend, fault[2], fault[1])
-    # NOTE: after MAX_RESTARTS faults the units not yet run get no record; the
-    # fault records alone make the run exit 1.
+    if run.current is not None and run.restarts >= MAX_RESTARTS and run.total:
+        # The units after the last fault get no record of their own, so one record says how many were not run.
+        left = run.total - run.current["index"] - 1
+        if left > 0:
+            run.current = None
+            note = _fault_record(run, "crash", f"{left} units not run: the worker failed {run.restarts + 1} times, and it is restarted at most {MAX_RESTARTS} times", "gave-up")
+            run.records.append(note)
+            _journal_fault(run, launch.workdir, note)
     if run.current is None or run.restarts >= MAX_RESTARTS:
         return True
     # Restart after the unit that crashed or hung.

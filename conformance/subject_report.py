@@ -19,7 +19,7 @@ from .report import UNEXPECTED, short_detail
 # A case whose inputs have at most this many elements in all is printed in full.
 PASTE_LIMIT = 48
 # Cases of these groups are small enough to rebuild when the report looks for the smallest one.
-REBUILT_GROUPS = ("small", "edge")
+REBUILT_GROUPS = ("small", "edge", "regression")
 
 
 def subject_sections(document: dict) -> list[str]:
@@ -37,7 +37,7 @@ def subject_sections(document: dict) -> list[str]:
             f"- Declarations: `{subject['target']}` on {subject['backend']} tensors"
             + (f", with {', '.join(f'{key}={value}' for key, value in subject['environment'].items())}" if subject.get("environment") else ""),
             f"- Versions: {versions or 'not reported'}",
-            f"- Reproduce: `lossparity check {subject['target']} --loss LOSS --dtype DTYPE --mode MODE`",
+            f"- Rerun: `lossparity check {subject['target']}` (every loss it declares), or with the options each finding gives",
             "",
         ]
         if info.get("unavailable"):
@@ -60,6 +60,9 @@ def subject_sections(document: dict) -> list[str]:
             )
             example = next(record for record in items if record["case"] == smallest)
             details.append(f"- **{name}** ({loss}, `{smallest}`, {example['dtype']} {example['mode']}, {example['check']}): {_explanation(kind, example)}")
+            details.append(
+                f"  Reproduce: `lossparity check {subject['target']} --loss {loss} --dtype {example['dtype']} --mode {example['mode']} --group {example['group']}`"
+            )
             if inputs_text:
                 details.append(f"  Inputs of `{smallest}` (float64 before rounding to the tested dtype): `{inputs_text}`")
         lines += ["", *details, ""]
@@ -76,7 +79,8 @@ def _findings(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
             reason = (record.get("known_failure") or {}).get("reason", "known failure")
             findings[("defect (known failure)", reason.split(":")[0][:80], record["loss"])].append(record)
         elif record["status"] in UNEXPECTED:
-            findings[("unexpected, not classified", f"{record['status']} {record['check'].split(':')[0]}", record["loss"])].append(record)
+            # One finding per case and check, because unclassified failures need not share a cause.
+            findings[("unexpected, not classified", f"{record['status']} {record['check']} in {record['case']}", record["loss"])].append(record)
     return findings
 
 
@@ -87,7 +91,7 @@ def _worst(items: list[dict]) -> str:
         parts.append("NaN where the spec is finite")
     measured = [record for record in items if "NaN position differs" not in record.get("detail", "")]
     errors = [record["max_rel_error_eps"] for record in measured if record.get("max_rel_error_eps") is not None]
-    if errors:
+    if errors and (max(errors) > 0 or not parts):
         parts.append(f"{max(errors):.3g} eps")
     elif any(record["check"] == "value" and record.get("max_rel_error_eps") is None and "Error" in record.get("detail", "") for record in measured):
         parts.append("raises")

@@ -136,3 +136,40 @@ def test_registered_subjects_load_without_their_libraries():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_declaration_rejects_bad_mappings():
+    def user(input, target, reduction="mean"):
+        return 0.0
+
+    with pytest.raises(plugin.PluginError, match="maps predictions to 'inptu', which the function does not take"):
+        plugin.declare(user, loss="mse", backend="torch", arguments={"predictions": "inptu", "targets": "target"})
+    with pytest.raises(plugin.PluginError, match="maps several spec arguments to 'input'"):
+        plugin.declare(user, loss="mse", backend="torch", arguments={"predictions": "input", "targets": "input"})
+    with pytest.raises(plugin.PluginError, match=r"supports\['reduction'\] is 'mean'; expected a tuple"):
+        plugin.declare(user, loss="mse", backend="torch", arguments={"predictions": "input", "targets": "target"}, supports={"reduction": "mean"})
+
+
+def test_positional_only_values_and_layout():
+    calls = []
+
+    def user(x, y, /, mode="average"):
+        calls.append((x, y, mode))
+        return [x, y]
+
+    declaration = plugin.declare(
+        user,
+        loss="mse",
+        backend="jax",
+        arguments={"predictions": "x", "targets": "y", "reduction": "mode"},
+        values={"reduction": {"mean": "average", "sum": "total"}},
+        convert={"predictions": lambda array: array * 10},
+        output=lambda result: result[0],
+    )
+    implementation = plugin.implementation(declaration)
+    assert implementation.function(np.ones(2), np.zeros(2), reduction="sum").tolist() == [10.0, 10.0]
+    x, y, mode = calls[-1]
+    assert x.tolist() == [10.0, 10.0]
+    assert y.tolist() == [0.0, 0.0]
+    assert mode == "total"
+    assert implementation.unsupported({"predictions": np.ones(2), "targets": np.zeros(2)}, {"reduction": "none"}) is None
