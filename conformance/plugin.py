@@ -30,8 +30,8 @@ mirrors. The mapping rules:
 entry point in the ``lossparity.implementations`` group. The attribute (or the
 entry point's target) is a decorated function, a ``Declaration``, a list of
 them, or a function without arguments that returns such a list. A plain
-undecorated function also works when ``--loss`` and ``--backend`` say what it
-is; it must then take the spec's argument names.
+undecorated function also works when ``--loss`` and ``--backend`` name its loss
+and framework; it must then take the spec's argument names.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class KnownFailure:
 
 @dataclass(frozen=True)
 class Declaration:
-    """What ``lossparity check`` needs to know about one implementation of one spec loss.
+    """The facts ``lossparity check`` needs about one implementation of one spec loss.
 
     ``environment`` contains variables the worker process must have before the
     implementation's module is imported (Keras reads ``KERAS_BACKEND`` at
@@ -147,6 +147,7 @@ def _check(declaration: Declaration) -> None:
                 f"{name}: {label} names {', '.join(map(repr, unknown))}, which the spec {declaration.loss} does not take; "
                 f"expected some of: {', '.join(parameters)}"
             )
+
     for option, allowed in declaration.supports.items():
         if isinstance(allowed, (str, bytes)) or not isinstance(allowed, (tuple, list, set, frozenset)):
             raise PluginError(f"{name}: supports[{option!r}] is {allowed!r}; expected a tuple of values, for example ({allowed!r},)")
@@ -154,6 +155,7 @@ def _check(declaration: Declaration) -> None:
     repeated = sorted({target for target in targets if targets.count(target) > 1})
     if repeated:
         raise PluginError(f"{name}: arguments maps several spec arguments to {', '.join(map(repr, repeated))}; expected one parameter per spec argument")
+
     accepted = _accepted_parameters(declaration.function)
     if accepted is not None:
         unknown_targets = {spec_name: target for spec_name, target in declaration.arguments.items() if target != POSITIONAL and target not in accepted}

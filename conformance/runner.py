@@ -284,7 +284,7 @@ def _handle_exit_or_hang(run: BackendRun, launch: Launch, timeout: float) -> boo
     _journal_fault(run, launch.workdir, record)
     log.warning("%s worker (%s): %s", run.backend, fault[2], fault[1])
     if run.current is not None and run.restarts >= MAX_RESTARTS and run.total:
-        # The units after the last fault get no record of their own, so one record says how many were not run.
+        # The units after the last fault get no record of their own, so one record states how many were not run.
         left = run.total - run.current["index"] - 1
         if left > 0:
             run.current = None
