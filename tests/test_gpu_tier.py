@@ -557,8 +557,18 @@ def test_index_counts_device_checks_apart(tmp_path):
     from conformance.environment import describe
 
     document = {
+        "schema": 1,
         "environment": {**describe("gpu"), "environment_id": "linux-x86_64-gpu-h200-16cores"},
-        "run": {"backends": {"torch": {}}, "wall_seconds": 1.0},
+        "run": {
+            "command": "lossparity run --device gpu",
+            "seed": 0,
+            "backends": {"torch": {}},
+            "wall_seconds": 1.0,
+            "compile_seconds": 0.0,
+            "losses": ["mse"],
+            "dtypes": ["float32"],
+            "modes": ["eager"],
+        },
         "records": [_record("value", "pass"), _record("determinism", "pass"), _record("gpu-vs-cpu:value", "fail")],
     }
     folder = tmp_path / "linux-x86_64-gpu-h200-16cores"
