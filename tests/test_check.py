@@ -122,7 +122,9 @@ def test_mapping_and_coverage_rules():
     assert implementation.unsupported(inputs, {"label_smoothing": 0.0}) is None  # The spec default is no option at all.
     implementation.function(inputs["logits"], inputs["targets"], weight=None, reduction="sum", ignore_index=-100)
     x, y, reduction = calls[-1]
-    assert x is inputs["logits"] and y is inputs["targets"] and reduction == "sum"
+    assert x is inputs["logits"]
+    assert y is inputs["targets"]
+    assert reduction == "sum"
 
 
 def test_registered_subjects_load_without_their_libraries():

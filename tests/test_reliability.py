@@ -38,7 +38,8 @@ def test_missing_sources_read_not_run(folder):
     assert cells[1] == "not run"  # oracle
     assert cells[4] == "not run"  # fuzz examples
     matched, tried = (int(part) for part in cells[3].split(" / "))
-    assert tried > 0 and matched <= tried
+    assert tried > 0
+    assert matched <= tried
 
 
 def test_fuzz_and_oracle_counts_shown(folder):
