@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dtypes import EPSILON, round_to
+from .dtypes import EPSILON, SMALLEST_NORMAL, round_to, ulp
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,14 @@ class Tolerance:
 
     For gradients atol is multiplied by the largest absolute reference
     gradient, so a gradient that is small everywhere is judged on its own scale.
+
+    Two floors hold for every check, because no result stored in the tested
+    dtype can do better. An error up to one ulp of the dtype at the
+    reference's magnitude is accepted: a correctly rounded result is half an
+    ulp away, and below the smallest normal number the ulp is the subnormal
+    gap, far larger relative to the value. A zero where the reference lies
+    below the dtype's smallest normal number is accepted too, because XLA on
+    CPU and oneDNN flush subnormal results to zero.
     """
 
     rtol: float
@@ -27,6 +35,12 @@ class Tolerance:
         return f"rtol={self.rtol:g} atol={self.atol:g}{scale}"
 
 
+def floors(actual: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
+    """Where actual is within one ulp of expected in dtype, or a flushed zero for a subnormal expected value."""
+    flushed = (actual == 0) & (np.abs(expected) < SMALLEST_NORMAL[dtype])
+    return (np.abs(actual - expected) <= ulp(expected, dtype)) | flushed
+
+
 @dataclass
 class Comparison:
     passed: bool
@@ -35,7 +49,14 @@ class Comparison:
     detail: str
 
 
-def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtype: str, nonfinite_equivalent: bool = False) -> Comparison:
+def compare(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tolerance: Tolerance,
+    dtype: str,
+    nonfinite_equivalent: bool = False,
+    scale: np.ndarray | None = None,
+) -> Comparison:
     """Compare arrays elementwise; NaN and infinity positions (and signs) must match exactly.
 
     With nonfinite_equivalent, a NaN, +inf or -inf where the reference is NaN or
@@ -43,6 +64,11 @@ def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtyp
     where the reference is finite) does not. max_rel_error_eps is the largest
     absolute error divided by the largest finite reference magnitude, in units
     of the dtype's machine epsilon.
+
+    scale, where given, is an elementwise magnitude at least |expected|: the
+    size of the terms the result is rounded from (the oracle's magnitude, see
+    conformance/oracle/reference.py). The relative tolerance, the gradient's
+    atol and max_rel_error_eps are then measured against it instead of |expected|.
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -68,12 +94,14 @@ def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtyp
 
     errors = np.abs(actual[finite] - expected[finite])
     reference = np.abs(expected[finite])
+    if scale is not None and np.shape(scale) == expected.shape:
+        reference = np.maximum(reference, np.abs(np.asarray(scale, dtype=np.float64)[finite]))
     max_abs = float(errors.max()) if errors.size else 0.0
     scale = float(reference.max()) if reference.size else 0.0
     max_rel_eps = max_abs / (scale if scale > 0 else 1.0) / EPSILON[dtype]
 
     atol = tolerance.atol * scale if tolerance.atol_relative_to_max else tolerance.atol
-    within = errors <= atol + tolerance.rtol * reference
+    within = (errors <= atol + tolerance.rtol * reference) | floors(actual[finite], expected[finite], dtype)
     problems = []
     if nan_mismatch.any():
         index = tuple(int(i) for i in np.argwhere(nan_mismatch)[0])
@@ -82,7 +110,7 @@ def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, dtyp
         index = tuple(int(i) for i in np.argwhere(inf_mismatch | sign_mismatch)[0])
         problems.append(f"infinity differs at {index}: got {actual[index]!r}, expected {expected[index]!r}")
     if not within.all():
-        worst = int(np.argmax(errors - (atol + tolerance.rtol * reference)))
+        worst = int(np.argmax(np.where(within, -np.inf, errors - (atol + tolerance.rtol * reference))))
         index = tuple(int(i) for i in np.argwhere(finite)[worst])
         count = int((~within).sum())
         problems.append(

@@ -24,7 +24,23 @@ EPSILON = {
     "float16": 2.0**-10,
 }
 
+# Smallest positive normal number. Below it a dtype keeps fewer significant
+# bits (IEEE 754 gradual underflow), and XLA on CPU and oneDNN flush such
+# subnormal results to zero.
+SMALLEST_NORMAL = {
+    "float64": 2.0**-1022,
+    "float32": 2.0**-126,
+    "bfloat16": 2.0**-126,
+    "float16": 2.0**-14,
+}
+
 DTYPES = tuple(NUMPY_DTYPES)
+
+
+def ulp(array: np.ndarray, dtype: str) -> np.ndarray:
+    """The gap between adjacent numbers of dtype at each magnitude of array (the subnormal gap below the smallest normal)."""
+    magnitude = np.maximum(np.abs(np.asarray(array, dtype=np.float64)), SMALLEST_NORMAL[dtype])
+    return np.exp2(np.floor(np.log2(magnitude))) * EPSILON[dtype]
 
 
 def round_to(array: np.ndarray, dtype: str) -> np.ndarray:

@@ -53,6 +53,7 @@ def markdown(folder: Path) -> str:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     bad_input, regression = _conformance_counts(conformance)
+    replayed = _replayed_cases(conformance)
     oracle_by_loss = (oracle or {}).get("losses", {})
     for loss in losses.SPECS:
         oracle_cell = _oracle_cell(oracle_by_loss.get(loss)) if oracle is not None else "not run"
@@ -69,7 +70,7 @@ def markdown(folder: Path) -> str:
                         backend,
                         f"{matched} / {tried}" if conformance is not None else "not run",
                         str(fuzz_loss["examples"]) if fuzz_loss else "not run",
-                        _counterexample_cell(fuzz_loss) if fuzz_loss else "not run",
+                        _counterexample_cell(fuzz_loss, replayed, loss, backend) if fuzz_loss else "not run",
                         f"{passed} / {replayed}" if conformance is not None else "not run",
                     ]
                 )
@@ -134,12 +135,33 @@ def _oracle_cell(entry) -> str:
     return text
 
 
-def _counterexample_cell(entry) -> str:
-    """Return the counterexamples found, and how many of them are fixed or recorded as known failures."""
-    found = entry.get("counterexamples", 0)
+def _replayed_cases(document) -> dict | None:
+    """Return {(loss, backend, case): True when every check of the replayed regression case passed, was a difference or xfail}."""
+    if document is None:
+        return None
+    outcome: dict = {}
+    for record in document.get("records", []):
+        if record["group"] != REGRESSION_GROUP or record["status"] == "unsupported":
+            continue
+        key = (record["loss"], record["backend"], record["case"])
+        outcome[key] = outcome.get(key, True) and record["status"] in ("pass", "difference", "xfail")
+    return outcome
+
+
+def _counterexample_cell(entry, replayed, loss: str, backend: str) -> str:
+    """Return the counterexamples found, and how many of them this conformance run replays as fixed or known failures.
+
+    A counterexample is resolved when its saved case is replayed and none of
+    its checks on this backend is unexpected. Without a conformance run the
+    cell says so.
+    """
+    cases = [finding["case"] for finding in entry.get("findings", []) if finding.get("kind", "counterexample") == "counterexample"]
+    found = len(cases)
     if not found:
         return "0"
-    resolved = entry.get("fixed_or_known", entry.get("fixed", 0) + entry.get("known", 0))
+    if replayed is None:
+        return f"**{found} (not replayed)**"
+    resolved = sum(1 for case in cases if replayed.get((loss, backend, case), False))
     unresolved = found - resolved
     text = f"{found} ({resolved} fixed or known failures)"
     return f"**{text}**" if unresolved else text

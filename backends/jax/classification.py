@@ -55,7 +55,8 @@ def _statistics_and_residuals(z, targets, class_weight, weighted_sum):
     exps = jnp.exp(z - top)
     totals = jnp.sum(exps, axis=-1)
     lse = top[..., 0] + jnp.log(totals)
-    target_log_probs = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0] - lse
+    # z_y - top is exact near the maximum, where z_y - lse would round lse at the scale of |top|.
+    target_log_probs = (jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0] - top[..., 0]) - jnp.log(totals)
     logit_sums = None
     if weighted_sum:
         # A zero weight gives 0 even at a -inf logit (0 log 0 = 0).
@@ -153,7 +154,8 @@ def cross_entropy(
         probabilities = (1.0 - label_smoothing) * targets.astype(work_dtype) + label_smoothing / num_classes
         coefficients = probabilities if class_weight is None else probabilities * class_weight
         log_probs = jax.nn.log_softmax(z, axis=-1)
-        per_row = -jnp.sum(jnp.where(coefficients == 0, 0, coefficients * log_probs), axis=-1)
+        # 0 log 0 is 0, but only where log p is -inf: elsewhere d/dq of q log p is log p, also at q = 0.
+        per_row = -jnp.sum(jnp.where((coefficients == 0) & jnp.isinf(log_probs), 0, coefficients * log_probs), axis=-1)
         if z_loss:
             per_row = per_row + z_loss * jax.nn.logsumexp(z, axis=-1) ** 2
         denominator = jnp.asarray(per_row.size, work_dtype)

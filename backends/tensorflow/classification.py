@@ -92,7 +92,8 @@ def _row_statistics(z, targets, counted, class_weight=None, weighted_sum=False):
         exps = tf.exp(z - top)
         totals = tf.reduce_sum(exps, axis=-1)
         lse = top[..., 0] + tf.math.log(totals)
-        target_log_probs = tf.gather(z, targets, batch_dims=len(targets.shape)) - lse
+        # z_y - top is exact near the maximum, where z_y - lse would round lse at the scale of |top|.
+        target_log_probs = (tf.gather(z, targets, batch_dims=len(targets.shape)) - top[..., 0]) - tf.math.log(totals)
         outputs = [lse, target_log_probs]
         if weighted_sum:
             # A zero weight gives 0 even at a -inf logit (0 log 0 = 0).
@@ -161,7 +162,9 @@ def cross_entropy(
         probabilities = (1.0 - label_smoothing) * tf.cast(targets, work_dtype) + label_smoothing / num_classes
         coefficients = probabilities if class_weight is None else probabilities * class_weight
         log_probs = tf.nn.log_softmax(z, axis=-1)
-        per_row = -tf.reduce_sum(tf.where(tf.equal(coefficients, 0.0), zero, coefficients * log_probs), axis=-1)
+        # 0 log 0 is 0, but only where log p is -inf: elsewhere d/dq of q log p is log p, also at q = 0.
+        zero_times_infinity = tf.logical_and(tf.equal(coefficients, 0.0), tf.math.is_inf(log_probs))
+        per_row = -tf.reduce_sum(tf.where(zero_times_infinity, zero, coefficients * log_probs), axis=-1)
         if z_loss:
             per_row = per_row + z_loss * tf.square(tf.reduce_logsumexp(z, axis=-1))
         denominator = tf.cast(tf.size(per_row), work_dtype)

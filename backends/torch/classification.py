@@ -74,13 +74,19 @@ class _RowStatistics(torch.autograd.Function):
             # and the backward divides it out.
             totals = probabilities.sum(dim=-1)
             # lse = z_m - log p_m at the row's largest logit m, where p_m >= 1/C cannot underflow.
-            top = z.argmax(dim=-1, keepdim=True)
-            lse = (z.gather(-1, top) - probabilities.gather(-1, top).log()).squeeze(-1) + totals.log()
+            index = z.argmax(dim=-1, keepdim=True)
+            top = z.gather(-1, index).squeeze(-1)
+            shift = totals.log() - probabilities.gather(-1, index).log().squeeze(-1)  # lse - top
             ctx.save_for_backward(probabilities, totals, targets, counted, class_weight)
         else:
-            lse = torch.logsumexp(z, dim=-1)
-            ctx.save_for_backward(z, targets, counted, class_weight, lse)
-        target_log_probs = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+            # Shift by the row maximum, or by 0 where it is not finite (a row of -inf).
+            top = z.detach().amax(dim=-1)
+            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+            shift = torch.logsumexp(z - top.unsqueeze(-1), dim=-1)
+            ctx.save_for_backward(z, targets, counted, class_weight, top + shift)
+        lse = top + shift
+        # z_y - top is exact near the maximum, where z_y - lse would round lse at the scale of |top|.
+        target_log_probs = (z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - top) - shift
         if not weighted_sum:
             return lse, target_log_probs
         if class_weight is None:
@@ -169,7 +175,8 @@ def cross_entropy(
         probabilities = (1.0 - label_smoothing) * targets.to(work_dtype) + label_smoothing / num_classes
         coefficients = probabilities if class_weight is None else probabilities * class_weight
         log_probs = torch.log_softmax(z, dim=-1)
-        per_row = -torch.where(coefficients == 0, zero, coefficients * log_probs).sum(dim=-1)
+        # 0 log 0 is 0, but only where log p is -inf: elsewhere d/dq of q log p is log p, also at q = 0.
+        per_row = -torch.where((coefficients == 0) & torch.isinf(log_probs), zero, coefficients * log_probs).sum(dim=-1)
         if z_loss:
             per_row = per_row + z_loss * torch.logsumexp(z, dim=-1).square()
         denominator = torch.tensor(float(per_row.numel()), dtype=work_dtype, device=z.device)

@@ -20,6 +20,8 @@ GROUPS = ("small", "edge", "realistic", "gpu", "regression")
 GPU_GROUP = "gpu"
 # Shrunk fuzzing counterexamples saved under conformance/cases/regressions (see conformance/fuzz/regression.py).
 REGRESSION_GROUP = "regression"
+# Small cases of these groups take the mpmath oracle as their reference (see conformance/oracle/reference.py).
+ORACLE_GROUPS = ("fuzz", REGRESSION_GROUP)
 
 # The cases with about 65 million logits (thousands of tokens over a 32000-token
 # vocabulary) run in the dtypes LLMs train in. Each dtype of such a case costs

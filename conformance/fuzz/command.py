@@ -48,6 +48,9 @@ def _problem(args) -> str | None:
         return f"unknown loss {', '.join(map(repr, unknown))}; expected one of: {', '.join(losses.SPECS)}"
     if isinstance(args.examples, bool) or not isinstance(args.examples, int) or args.examples < 1:
         return f"--examples {args.examples!r} is invalid; expected a positive number of examples per loss"
+    max_side = getattr(args, "max_side", None)
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+        return f"--max-side {max_side!r} is invalid; expected a positive number of elements per axis"
     if args.seed is not None and (isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0):
         return f"--seed {args.seed!r} is invalid; expected a non-negative integer"
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -67,6 +70,9 @@ def command_fuzz(args, *, usage_error) -> int:
     implementations = getattr(args, "implementation", None) or None
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
 
+    from . import strategies
+
+    strategies.SIDE_LIMIT = getattr(args, "max_side", None)
     worker = runner.load_worker(args.backend, selected, mode)
     unavailable = worker.runtime.unavailable_reason()
     if unavailable:
@@ -163,6 +169,7 @@ def _summary(args, worker, results, seconds: float, mode: str) -> dict:
         "backend": args.backend,
         "mode": mode,
         "examples_per_loss": args.examples,
+        "max_side": getattr(args, "max_side", None),
         "derandomize": bool(args.derandomize),
         "seed": args.seed,
         "seconds": round(seconds, 1),
@@ -215,6 +222,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, default=200, help="examples per loss (default 200)")
     parser.add_argument("--seed", type=int, default=None, help="the first Hypothesis seed (default: random, or 0 with --derandomize)")
     parser.add_argument("--derandomize", action="store_true", help="use a fixed seed, so two runs draw the same examples")
+    parser.add_argument(
+        "--max-side",
+        dest="max_side",
+        type=int,
+        default=None,
+        help="draw at most this many elements per axis, class counts and lengths included (default: the strategies' own limits, 5 to 8); "
+        "a smaller limit means fewer shapes, and so fewer compilations on JAX",
+    )
     parser.add_argument("--implementation", action="append", help="fuzz only this implementation name; repeat for several")
     parser.add_argument("--compiled", action="store_true", help="run every example compiled instead of eagerly (seconds per example)")
     parser.add_argument("--no-save", dest="no_save", action="store_true", help="do not write counterexamples to the regression folder")

@@ -30,6 +30,15 @@ from ..dtypes import DTYPES, NUMPY_DTYPES, round_to
 # show up at these sizes.
 MAX_SIDE = 5
 MAX_CLASSES = 7
+# ``lossparity fuzz --max-side N`` lowers every drawn side (class counts and
+# sequence lengths included) to at most N. Fewer shapes mean fewer compilations
+# for a framework that compiles each operation per shape, as JAX does in eager mode.
+SIDE_LIMIT: int | None = None
+
+
+def _limit(value: int, floor: int = 0) -> int:
+    """Lower a largest side to SIDE_LIMIT when one is set, but not below floor."""
+    return value if SIDE_LIMIT is None else max(floor, min(value, SIDE_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -96,8 +105,8 @@ def junk(dtype: str) -> st.SearchStrategy[float]:
     return st.sampled_from([np.nan, np.inf, -np.inf, largest_finite(dtype)])
 
 
-def side(min_value: int = 0, max_value: int = MAX_SIDE) -> st.SearchStrategy[int]:
-    return st.integers(min_value, max_value)
+def side(min_value: int = 0, max_value: int | None = None) -> st.SearchStrategy[int]:
+    return st.integers(min_value, _limit(MAX_SIDE if max_value is None else max_value, min_value))
 
 
 def reductions() -> st.SearchStrategy[str]:
@@ -192,7 +201,7 @@ def linear_cross_entropy(draw):
 @st.composite
 def mse(draw):
     dtype = draw(dtypes())
-    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=MAX_SIDE))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=_limit(MAX_SIDE)))
     # Squares of values near 1e2 already reach 1e4, and the float16 maximum is 65504.
     huge = 100.0 if dtype == "float16" else 1e4
     predictions = draw(floats(shape, dtype, huge=huge))
@@ -227,7 +236,7 @@ def causal_lm_cross_entropy(draw):
 @st.composite
 def kl_divergence(draw):
     dtype = draw(dtypes())
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=MAX_SIDE))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=_limit(MAX_SIDE)))
     log_target = draw(st.booleans())
     log_predictions = draw(floats(shape, dtype, high=0.0, huge=100.0))
     probabilities = draw(_probability_rows(shape, dtype))
@@ -254,7 +263,7 @@ def _broadcastable_shape(draw, shape):
 @st.composite
 def binary_cross_entropy_with_logits(draw):
     dtype = draw(dtypes())
-    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=MAX_SIDE))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=_limit(MAX_SIDE)))
     # The spec promises exact, finite losses for logits up to the dtype's
     # maximum. Near it, weights stay at most 1 and the reduction is "none",
     # because a weighted element or a sum beyond the maximum overflows in
@@ -311,7 +320,7 @@ def ctc_loss(draw):
 
 @st.composite
 def _token_batch(draw, dtype, *, high=0.0, huge=1e4):
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=MAX_SIDE))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=_limit(MAX_SIDE)))
     values = draw(floats(shape, dtype, high=high, huge=huge))
     mask = draw(bools(shape))
     if draw(st.booleans()):
@@ -327,7 +336,7 @@ def sequence_logps(draw):
 
 
 def _batch_shape():
-    return hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=MAX_SIDE)
+    return hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=_limit(MAX_SIDE))
 
 
 @st.composite
@@ -409,7 +418,7 @@ def kto_loss(draw):
 
 @st.composite
 def _masked_tokens(draw, dtype, *, min_dims=1, max_dims=2):
-    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=0, max_side=MAX_SIDE))
+    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=0, max_side=_limit(MAX_SIDE)))
     return shape, draw(bools(shape))
 
 
@@ -462,7 +471,7 @@ def value_loss(draw):
 @st.composite
 def kl_penalty(draw):
     dtype = draw(dtypes())
-    shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=MAX_SIDE))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=_limit(MAX_SIDE)))
     logps = draw(floats(shape, dtype, high=0.0, huge=30.0))
     ref_logps = logps.copy() if draw(st.booleans()) else draw(floats(shape, dtype, high=0.0, huge=30.0))
     return Example({"logps": logps, "ref_logps": ref_logps}, {"estimator": draw(st.sampled_from(("k1", "k2", "k3")))}, dtype)
