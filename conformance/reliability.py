@@ -53,7 +53,7 @@ def markdown(folder: Path) -> str:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     bad_input, regression = _conformance_counts(conformance)
-    replayed = _replayed_cases(conformance)
+    replays = _replayed_cases(conformance)
     oracle_by_loss = (oracle or {}).get("losses", {})
     for loss in losses.SPECS:
         oracle_cell = _oracle_cell(oracle_by_loss.get(loss)) if oracle is not None else "not run"
@@ -70,7 +70,7 @@ def markdown(folder: Path) -> str:
                         backend,
                         f"{matched} / {tried}" if conformance is not None else "not run",
                         str(fuzz_loss["examples"]) if fuzz_loss else "not run",
-                        _counterexample_cell(fuzz_loss, replayed, loss, backend) if fuzz_loss else "not run",
+                        _counterexample_cell(fuzz_loss, replays, loss, backend) if fuzz_loss else "not run",
                         f"{passed} / {replayed}" if conformance is not None else "not run",
                     ]
                 )
@@ -148,7 +148,7 @@ def _replayed_cases(document) -> dict | None:
     return outcome
 
 
-def _counterexample_cell(entry, replayed, loss: str, backend: str) -> str:
+def _counterexample_cell(entry, replays, loss: str, backend: str) -> str:
     """Return the counterexamples found, and how many of them this conformance run replays as fixed or known failures.
 
     A counterexample is resolved when its saved case is replayed and none of
@@ -159,9 +159,9 @@ def _counterexample_cell(entry, replayed, loss: str, backend: str) -> str:
     found = len(cases)
     if not found:
         return "0"
-    if replayed is None:
+    if replays is None:
         return f"**{found} (not replayed)**"
-    resolved = sum(1 for case in cases if replayed.get((loss, backend, case), False))
+    resolved = sum(1 for case in cases if replays.get((loss, backend, case), False))
     unresolved = found - resolved
     text = f"{found} ({resolved} fixed or known failures)"
     return f"**{text}**" if unresolved else text

@@ -42,9 +42,26 @@ def test_missing_sources_read_not_run(folder):
     assert matched <= tried
 
 
+def _replay(folder: Path, loss: str, backend: str, case: str, status: str) -> None:
+    """Add one replayed regression record for case to the copied conformance.json."""
+    path = folder / "conformance.json"
+    document = json.loads(path.read_text())
+    record = dict(next(r for r in document["records"] if r["loss"] == loss and r["backend"] == backend))
+    record.update(case=case, group="regression", status=status, check="value")
+    document["records"].append(record)
+    path.write_text(json.dumps(document))
+
+
+def _findings(*cases: str) -> list[dict]:
+    return [{"case": case, "kind": "counterexample"} for case in cases]
+
+
 def test_fuzz_and_oracle_counts_shown(folder):
+    _replay(folder, "mse", "torch", "fuzz-aaaa", "pass")
+    _replay(folder, "mse", "torch", "fuzz-bbbb", "xfail")
     (folder / "fuzz").mkdir()
-    (folder / "fuzz" / "torch.json").write_text(json.dumps({"command": "fuzz", "seconds": 3, "losses": {"mse": {"examples": 2000, "counterexamples": 2, "fixed": 1, "known": 1}}}))
+    entry = {"examples": 2000, "counterexamples": 2, "findings": _findings("fuzz-aaaa", "fuzz-bbbb")}
+    (folder / "fuzz" / "torch.json").write_text(json.dumps({"command": "fuzz", "seconds": 3, "losses": {"mse": entry}}))
     oracle = {"command": "oracle", "seconds": 1, "losses": {"mse": {"finite_ulp": 1.73, "bound": 8, "worst_is_finite": True, "case": "c", "check": "value"}}}
     (folder / "oracle.json").write_text(json.dumps(oracle))
     text = markdown(folder)
@@ -56,9 +73,21 @@ def test_fuzz_and_oracle_counts_shown(folder):
 
 
 def test_unresolved_counterexamples_bold(folder):
+    # One replay passes, one fails, and one counterexample was never replayed: only the first is resolved.
+    _replay(folder, "mse", "jax", "fuzz-aaaa", "pass")
+    _replay(folder, "mse", "jax", "fuzz-bbbb", "fail")
     (folder / "fuzz").mkdir()
-    (folder / "fuzz" / "jax.json").write_text(json.dumps({"losses": {"mse": {"examples": 50, "counterexamples": 3, "fixed_or_known": 1}}}))
+    entry = {"examples": 50, "counterexamples": 3, "findings": _findings("fuzz-aaaa", "fuzz-bbbb", "fuzz-cccc")}
+    (folder / "fuzz" / "jax.json").write_text(json.dumps({"losses": {"mse": entry}}))
     assert _row(markdown(folder), "mse", "jax")[5] == "**3 (1 fixed or known failures)**"
+
+
+def test_counterexamples_without_a_run_are_not_replayed(tmp_path):
+    folder = tmp_path / "machine"
+    (folder / "fuzz").mkdir(parents=True)
+    entry = {"examples": 50, "counterexamples": 1, "findings": _findings("fuzz-aaaa")}
+    (folder / "fuzz" / "jax.json").write_text(json.dumps({"losses": {"mse": entry}}))
+    assert _row(markdown(folder), "mse", "jax")[5] == "**1 (not replayed)**"
 
 
 def test_oracle_over_bound_is_bold(folder):

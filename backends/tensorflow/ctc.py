@@ -137,6 +137,9 @@ def ctc_loss(
         # PyTorch's mean: divide by the target length (at least 1), then average over the batch.
         normalised = per_sequence / tf.cast(tf.maximum(target_lengths, 1), work_dtype)
         result = tf.reduce_sum(normalised) / batch if batch > 0 else tf.reduce_sum(normalised)
+    if logits.shape.num_elements() == 0:
+        # No frame reads the logits, so the tape would give no gradient; the sum of nothing adds 0 and a zero gradient.
+        result = result + tf.reduce_sum(tf.cast(logits, work_dtype))
     return tf.cast(result, out_dtype)
 
 

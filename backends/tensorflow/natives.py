@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._api import Difference, Implementation, uses_any
-from ..subjects.keras import KL_GRADIENT_THROUGH_PROBABILITIES
+from ..subjects.keras import KL_GRADIENT_THROUGH_PROBABILITIES, SINGLE_CLASS_AXIS_SQUEEZED, SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402  (the backend variable must be set first)
@@ -127,7 +127,7 @@ NATIVES = (
         kind="native",
         function=softmax_native,
         unsupported=_probabilities_only,
-        differences=(EMPTY_MEAN_IS_NAN,),
+        differences=(EMPTY_MEAN_IS_NAN, SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS),
         notes="per-example op; the adapter applies reduce_sum or reduce_mean",
     ),
     Implementation(
@@ -140,7 +140,7 @@ NATIVES = (
             if inputs["targets"].dtype.kind == "f"
             else uses_any(inputs, options, options_set=CE_EXTRAS, tensors=("weight",))
         ),
-        differences=(KERAS_EMPTY, KERAS_FLOATX),
+        differences=(KERAS_EMPTY, SINGLE_CLASS_AXIS_SQUEEZED, KERAS_FLOATX),
         notes="from_logits=True; ignore_class=ignore_index; mean is sum_over_batch_size",
     ),
     Implementation(
@@ -149,7 +149,7 @@ NATIVES = (
         kind="native",
         function=keras_categorical_native,
         unsupported=lambda inputs, options: _probabilities_only(inputs, options, extras=("weight", "z_loss")),
-        differences=(KERAS_EMPTY, KERAS_FLOATX),
+        differences=(KERAS_EMPTY, KERAS_FLOATX, SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS),
         notes="from_logits=True; label_smoothing as in the spec; mean is sum_over_batch_size",
     ),
     Implementation(

@@ -144,6 +144,21 @@ def orpo_loss(chosen_avg_logps, rejected_avg_logps, chosen_nll, *, lam: float = 
     return tf.cast(loss, out_dtype)
 
 
+@tf.custom_gradient
+def _sigmoid(x):
+    """sigmoid(x) whose derivative is formed as sigmoid(x) sigmoid(-x).
+
+    Autodiff forms it as s (1 - s) with s = sigmoid(x), and 1 - s cancels to
+    nothing where s rounds to 1: at x = 40 the derivative 4.2e-18 comes out as 0.
+    """
+    value = tf.sigmoid(x)
+
+    def gradient(upstream):
+        return upstream * value * tf.sigmoid(-x)
+
+    return value, gradient
+
+
 def kto_loss(
     policy_logps,
     reference_logps,
@@ -169,5 +184,5 @@ def kto_loss(
     ratio = tf.cast(policy_logps, work_dtype) - tf.stop_gradient(tf.cast(reference_logps, work_dtype))
     baseline = tf.maximum(tf.stop_gradient(tf.cast(kl_estimate, work_dtype)), 0.0)
     scaled = beta * (ratio - baseline)
-    per_item = tf.where(desirable, desirable_weight * tf.sigmoid(-scaled), undesirable_weight * tf.sigmoid(scaled))
+    per_item = tf.where(desirable, desirable_weight * _sigmoid(-scaled), undesirable_weight * _sigmoid(scaled))
     return tf.cast(_reduce(per_item, "mean"), out_dtype)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from conformance.dtypes import round_to
+
 from .._api import Difference, Implementation, uses_any
 
 
@@ -38,6 +40,9 @@ def cross_entropy_native(logits, targets, *, weight=None, ignore_index=-100, lab
             targets = targets.movedim(-1, 1)
     if weight is not None:
         weight = weight.detach().to(logits.dtype)
+    if targets.is_floating_point():
+        # The spec reads ignore_index only for class targets; PyTorch raises on any value but its default with probabilities.
+        ignore_index = -100
     # With reduction="none" the result is (N, d1, ...), which is already logits.shape[:-1] of the spec layout.
     return torch.nn.functional.cross_entropy(
         logits, targets, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction
@@ -99,7 +104,11 @@ def _linear_zero_denominator_mean(inputs, options, dtype) -> bool:
 
 
 def _linear_ignored_rows_not_finite(inputs, options, dtype) -> bool:
-    """True when an ignored token's logits hidden @ weight.T + bias contain inf or NaN."""
+    """True when an ignored token's logits hidden @ weight.T + bias contain inf or NaN in the tested dtype.
+
+    The product is formed in float64 and rounded to dtype, so logits that
+    overflow only in the narrower dtype (float32 at 3.4e38, float16 at 65504) count.
+    """
     ignored = inputs["targets"] == options.get("ignore_index", -100)
     if not ignored.any():
         return False
@@ -107,6 +116,7 @@ def _linear_ignored_rows_not_finite(inputs, options, dtype) -> bool:
         logits = inputs["hidden"][ignored] @ inputs["weight"].T
         if inputs.get("bias") is not None:
             logits = logits + inputs["bias"]
+        logits = round_to(logits, dtype)
     return not np.isfinite(logits).all()
 
 
