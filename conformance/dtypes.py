@@ -25,7 +25,7 @@ EPSILON = {
 }
 
 # Smallest positive normal number. Below it a dtype keeps fewer significant
-# bits (IEEE 754 gradual underflow), and XLA on CPU and oneDNN flush such
+# bits (IEEE 754 gradual underflow), and XLA and TensorFlow on CPU flush such
 # subnormal results to zero.
 SMALLEST_NORMAL = {
     "float64": 2.0**-1022,
@@ -38,7 +38,7 @@ DTYPES = tuple(NUMPY_DTYPES)
 
 
 def ulp(array: np.ndarray, dtype: str) -> np.ndarray:
-    """The gap between adjacent numbers of dtype at each magnitude of array (the subnormal gap below the smallest normal)."""
+    """Return the gap between adjacent numbers of dtype at each magnitude of array (the subnormal gap below the smallest normal)."""
     magnitude = np.maximum(np.abs(np.asarray(array, dtype=np.float64)), SMALLEST_NORMAL[dtype])
     return np.exp2(np.floor(np.log2(magnitude))) * EPSILON[dtype]
 

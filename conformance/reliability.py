@@ -100,8 +100,13 @@ def _sources(conformance, fuzz, oracle) -> list[str]:
     if conformance is not None:
         lines.append(f"Conformance run: `{conformance['run']['command']}` at commit `{conformance['environment']['commit'][:12]}`.")
     for backend, document in fuzz.items():
-        if document is not None:
-            lines.append(f"Fuzz run of {backend}: `{document.get('command', 'lossparity fuzz')}`, {document.get('seconds', 0):.0f} s.")
+        if document is None:
+            continue
+        runs = document.get("runs") or [{"command": document.get("command", "lossparity fuzz"), "seconds": document.get("seconds", 0)}]
+        for run in runs:
+            named = run.get("losses")
+            scope = f" ({len(named)} {'loss' if len(named) == 1 else 'losses'})" if named and len(runs) > 1 else ""
+            lines.append(f"Fuzz run of {backend}{scope}: `{run.get('command', 'lossparity fuzz')}`, {run.get('seconds') or 0:.0f} s.")
     if oracle is not None:
         lines.append(f"Oracle run: `{oracle.get('command', 'lossparity oracle')}`, {oracle.get('seconds', 0):.0f} s.")
     return lines or ["No result file was found."]
@@ -153,7 +158,7 @@ def _counterexample_cell(entry, replays, loss: str, backend: str) -> str:
 
     A counterexample is resolved when its saved case is replayed and none of
     its checks on this backend is unexpected. Without a conformance run the
-    cell says so.
+    cell reads "not replayed".
     """
     cases = [finding["case"] for finding in entry.get("findings", []) if finding.get("kind", "counterexample") == "counterexample"]
     found = len(cases)

@@ -252,3 +252,19 @@ def test_regression_save_twice_lists_second_failure(tmp_path):
     assert document["implementation"] == "example"
     assert [entry["implementation"] for entry in document["also_failed"]] == ["other"]
     assert document["also_failed"][0]["backend"] == "jax"
+
+
+def test_published_summary_names_the_run_of_each_loss(tmp_path):
+    from conformance.fuzz import command
+
+    path = tmp_path / "jax.json"
+    first = {"format": command.SUMMARY_FORMAT, "backend": "jax", "mode": "eager", "losses": {"mse": {}, "gae": {}}}
+    first["runs"] = [{"command": "lossparity fuzz --backend jax", "losses": ["gae", "mse"]}]
+    command._write(path, first, merge=True)
+    second = {"format": command.SUMMARY_FORMAT, "backend": "jax", "mode": "eager", "losses": {"mse": {"examples": 2000}}}
+    second["runs"] = [{"command": "lossparity fuzz --backend jax --loss mse", "losses": ["mse"]}]
+    merged = json.loads(command._write(path, second, merge=True).read_text())
+    assert merged["losses"]["mse"] == {"examples": 2000}
+    assert "gae" in merged["losses"]
+    assert [run["losses"] for run in merged["runs"]] == [["gae"], ["mse"]]
+    assert merged["runs"][1]["command"].endswith("--loss mse")

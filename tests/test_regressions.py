@@ -2,8 +2,8 @@
 
 The counterexamples under conformance/cases/regressions were found by
 ``lossparity fuzz`` and shrunk; the conformance run replays them as the
-"regression" group. A replay that fails names its case here, and one whose
-known failure now passes (xpass) asks for the entry to be removed.
+"regression" group. A replay that fails names its case here, and a known failure that now
+passes (xpass) fails the test until its entry is removed.
 """
 
 from __future__ import annotations

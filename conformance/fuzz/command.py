@@ -164,17 +164,28 @@ def _summary(args, worker, results, seconds: float, mode: str) -> dict:
         entry = result.summary()
         entry["fixed_or_known"] = result.regression.get("passing", 0) + result.regression.get("known", 0)
         per_loss[result.loss] = entry
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    run = {
+        "command": _command_line(),
+        "created": created,
+        "seconds": round(seconds, 1),
+        "examples_per_loss": args.examples,
+        "max_side": getattr(args, "max_side", None),
+        "seed": args.seed,
+        "losses": sorted(per_loss),
+    }
     return {
         "format": SUMMARY_FORMAT,
         "backend": args.backend,
         "mode": mode,
+        "runs": [run],
         "examples_per_loss": args.examples,
         "max_side": getattr(args, "max_side", None),
         "derandomize": bool(args.derandomize),
         "seed": args.seed,
         "seconds": round(seconds, 1),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": _command_line(),
+        "created": created,
+        "command": run["command"],
         "versions": {**worker.runtime.versions(), "hypothesis": hypothesis.__version__},
         "cpu_count": os.cpu_count(),
         "load_average_after": list(os.getloadavg()),
@@ -193,9 +204,23 @@ def _write(path: Path, summary: dict, *, merge: bool) -> Path:
             previous = {}
         if previous.get("format") == SUMMARY_FORMAT and previous.get("backend") == summary["backend"] and previous.get("mode") == summary["mode"]:
             kept = {loss: entry for loss, entry in previous.get("losses", {}).items() if loss not in summary["losses"]}
-            summary = {**summary, "losses": {**kept, **summary["losses"]}}
+            summary = {**summary, "losses": {**kept, **summary["losses"]}, "runs": _merged_runs(previous, summary, kept)}
     path.write_text(json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
+
+
+def _merged_runs(previous: dict, summary: dict, kept: dict) -> list[dict]:
+    """Return the runs whose losses the merged summary still holds, then this run: each loss names the run that fuzzed it."""
+    earlier = previous.get("runs")
+    if earlier is None:  # A summary written before runs were recorded: its top level describes one run.
+        fields = ("command", "created", "seconds", "examples_per_loss", "seed")
+        earlier = [{**{field: previous.get(field) for field in fields}, "losses": sorted(previous.get("losses", {}))}]
+    runs = []
+    for run in earlier:
+        remaining = [loss for loss in run.get("losses", []) if loss in kept]
+        if remaining:
+            runs.append({**run, "losses": remaining})
+    return runs + summary["runs"]
 
 
 def _command_line() -> str:

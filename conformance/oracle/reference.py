@@ -5,7 +5,7 @@ nearly nothing: label smoothing of 1 on equal logits, a saturated sigmoid, a
 hidden state that meets a zero weight row. There the float64 spec carries
 its own rounding, about one float64 ulp of the terms that cancel, and the
 tolerance, relative to a reference of 1e-17 or exactly 0, demands more than
-any floating-point result can give. Two changes answer that for the cases of
+any floating-point result can give. Two changes address that for the cases of
 ``conformance.cases.ORACLE_GROUPS`` with at most ``ORACLE_ELEMENTS`` input elements:
 
 - the expected value of each element is the 50-digit oracle rounded to
@@ -32,7 +32,7 @@ ORACLE_ELEMENTS = 512
 
 
 def applies(loss: str, group: str, inputs: dict) -> bool:
-    """Whether a case of this loss, group and inputs takes the oracle as its reference."""
+    """Tell whether a case of this loss, group and inputs takes the oracle as its reference."""
     elements = sum(int(np.size(value)) for value in inputs.values() if value is not None)
     return group in ORACLE_GROUPS and elements <= ORACLE_ELEMENTS and loss in formulas.ORACLES
 
@@ -49,7 +49,7 @@ def _refine(spec_array: np.ndarray, output: formulas.Output) -> tuple[np.ndarray
             if oracle is None or not mp.isfinite(oracle) or not np.isfinite(expected[index]):
                 continue
             if any(alternative[index] is not None for alternative in output.alternatives):
-                continue  # At a kink either side is right: keep the spec's.
+                continue  # At a kink either one-sided derivative is right, so the spec's side is kept.
             expected[index] = float(oracle)
             magnitude = None if output.magnitude is None else output.magnitude[index]
             size = abs(float(oracle)) if magnitude is None or mp.isnan(magnitude) else max(abs(float(oracle)), abs(float(magnitude)))
@@ -65,7 +65,7 @@ def oracle_reference(loss: str, inputs: dict, options: dict, outputs: tuple, val
     """
     try:
         oracle = formulas.evaluate(loss, inputs, options)
-    except Exception:  # The oracle is an aid here; the spec stays the reference where it cannot help.
+    except Exception:  # The oracle only refines the reference, so where it fails the spec stays the reference.
         return value, gradients, {}
     scales = {}
     if outputs:
