@@ -80,8 +80,8 @@ class Reference:
     value: np.ndarray
     gradients: dict
     cotangent: np.ndarray
-    # Check name -> elementwise scale of the relative tolerance, where the oracle is the reference (see oracle.reference).
-    scales: dict = field(default_factory=dict)
+    # Check name -> the oracle's elementwise rounding scale, where the oracle is the reference (see oracle.reference).
+    magnitudes: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -223,10 +223,10 @@ class Worker:
                 rng = np.random.default_rng([self.selection.seed, zlib.crc32(case.name.encode()), 1])
                 cotangent = round_to(rng.standard_normal(value.shape), dtype)
             gradients = spec.gradient(**inputs, **options, cotangent=cotangent)
-            scales = {}
+            magnitudes = {}
             if exact:
-                value, gradients, scales = oracle_reference.oracle_reference(loss, inputs, options, spec.outputs, value, gradients)
-            self._reference = Reference(inputs, options, value, gradients, cotangent, scales)
+                value, gradients, magnitudes = oracle_reference.oracle_reference(loss, inputs, options, spec.outputs, value, gradients)
+            self._reference = Reference(inputs, options, value, gradients, cotangent, magnitudes)
             self._reference_key = key
         return self._reference
 
@@ -260,7 +260,7 @@ class Worker:
                 if not item.within:
                     return item
                 loose = tolerance_for(unit.loss, check, item.within, tf32=self.selection.allow_tf32)
-                if compare(actual, expected, loose, unit.dtype, unit.case.nonfinite_limits, reference.scales.get(check)).passed:
+                if compare(actual, expected, loose, unit.dtype, unit.case.nonfinite_limits, reference.magnitudes.get(check), item.within).passed:
                     return item
             return None
 
@@ -287,7 +287,7 @@ class Worker:
             if actual is None:
                 records.append(self._finish(unit, check, False, None, None, tolerance.describe(), "no gradient returned", documented(kind)))
                 continue
-            outcome = compare(actual, expected, tolerance, unit.dtype, unit.case.nonfinite_limits, reference.scales.get(check))
+            outcome = compare(actual, expected, tolerance, unit.dtype, unit.case.nonfinite_limits, reference.magnitudes.get(check))
             excused = None if outcome.passed else excusing(kind, check, actual, expected)
             records.append(
                 self._finish(unit, check, outcome.passed, outcome.max_abs_error, outcome.max_rel_error_eps, tolerance.describe(), outcome.detail, excused)

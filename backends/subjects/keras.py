@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from conformance.dtypes import NUMPY_DTYPES
 from conformance.plugin import Declaration, Difference, KnownFailure, declare
 
 __all__ = ["jax_declarations", "torch_declarations", "tensorflow_declarations"]
@@ -236,20 +237,30 @@ SINGLE_CLASS_AXIS_SQUEEZED = Difference(
 )
 
 def _label_rows_not_normalised(inputs, options, dtype) -> bool:
-    """True when probability targets have a row whose sum, in the tested dtype's values, is not exactly 1."""
+    """True when a row of probability targets sums to 1 only up to the rounding of its entries.
+
+    The bound is 8 bfloat16 epsilons per class, the coarsest tested dtype,
+    because a case drawn in bfloat16 is replayed in float32 too. A row further
+    from 1 is not a rounded distribution, so a failure there is not excused.
+    """
     targets = inputs["targets"]
     if targets.dtype.kind != "f" or targets.size == 0:
         return False
-    return bool(np.any(targets.sum(axis=-1) != 1.0))
+    distance = np.abs(targets.sum(axis=-1) - 1.0)
+    bound = 8 * targets.shape[-1] * float(np.finfo(NUMPY_DTYPES["bfloat16"]).eps)
+    return bool(np.any((distance > 0) & (distance <= bound)))
 
 
+# NOTE: a difference cannot bound the error it excuses, so on such a row a
+# gradient error larger than p |1 - sum(q)| is excused as well.
 SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS = Difference(
     "gradient-assumes-normalised-labels",
     "TensorFlow's SoftmaxCrossEntropyWithLogits kernel, which tf.nn.softmax_cross_entropy_with_logits and Keras's "
     "categorical cross-entropy on TensorFlow call, returns softmax(logits) - labels as the logits' gradient. That is "
     "the derivative only where each label row sums to 1, as the TensorFlow documentation asks. The spec takes the "
     "derivative for any non-negative targets, p sum(q) - q, so a row that sums to 1 only up to rounding (three "
-    "float16 values of 1/3 sum to 0.99976) differs by p |1 - sum(q)|.",
+    "float16 values of 1/3 sum to 0.99976) differs by p |1 - sum(q)|. Excused only for rows within 8 bfloat16 "
+    "epsilons per class of 1.",
     _label_rows_not_normalised,
     covers=("grad",),
 )
@@ -418,6 +429,15 @@ TENSORFLOW_CTC_ZERO_WIDTH_TARGETS = KnownFailure(
     "https://github.com/tensorflow/tensorflow/issues/14659",
 )
 
+TORCH_CTC_POSTERIOR_ROUNDING = KnownFailure(
+    "ctc_loss/keras.*/*/*/fuzz-257b04796142/grad:logits",
+    "On PyTorch, Keras's CTC calls torch.nn.functional.ctc_loss (ctc_loss in keras/src/backend/torch/nn.py), whose CPU "
+    "kernel forms each posterior from log-alpha, log-beta and the loss, each near 1000 here, in float32, so their "
+    "rounding (ulp(1000) = 6.1e-5) reaches the gradient: for logits [[[0, 1000], [1000, 1000]]], an empty target and "
+    "2 frames it returns -1.000061 for -1 (512 float32 epsilons). Measured with PyTorch 2.13 on CPU.",
+    "https://pytorch.org/docs/stable/generated/torch.nn.functional.ctc_loss.html",
+)
+
 # Declarations ---------------------------------------------------------------
 
 BCE_NAN_AT_INFINITE_LOGITS = {
@@ -428,7 +448,7 @@ BCE_NAN_AT_INFINITE_LOGITS = {
 
 CTC_KNOWN_FAILURES = {
     "jax": (),
-    "torch": (),
+    "torch": (TORCH_CTC_POSTERIOR_ROUNDING,),
     "tensorflow": (TENSORFLOW_CTC_ZERO_WIDTH_TARGETS,),
 }
 
