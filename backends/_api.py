@@ -49,6 +49,28 @@ class Difference:
     covers: tuple[str, ...] = ("value", "grad")
 
 
+def half_precision_differences(built_in: str) -> tuple[Difference, ...]:
+    """Return the documented differences of a built-in that computes float16 and bfloat16 inputs in that dtype.
+
+    Each applies to its dtype only and has ``within`` set to that dtype, so it
+    excuses nothing beyond that dtype's tolerance except on cases whose
+    reference is the mpmath oracle. There an error within a few epsilons of
+    the half dtype times the oracle's magnitude (the size of the terms that
+    cancel) is this difference rather than a failure.
+    """
+    return tuple(
+        Difference(
+            f"computes-in-{dtype}",
+            f"{built_in} computes {dtype} inputs in {dtype}, without a float32 upcast, so the terms it adds and "
+            f"cancels keep {dtype} rounding. Where the mpmath oracle is the reference, an error within 8 {dtype} "
+            "epsilons times the oracle's magnitude of the element is reported as this difference; a larger error fails.",
+            lambda inputs, options, tested, dtype=dtype: tested == dtype,
+            within=dtype,
+        )
+        for dtype in ("float16", "bfloat16")
+    )
+
+
 @dataclass(frozen=True)
 class Implementation:
     """One implementation of a spec loss in one framework.

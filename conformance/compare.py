@@ -20,10 +20,11 @@ class Tolerance:
     dtype can do better. An error up to one ulp of the dtype at the
     reference's magnitude is accepted: a correctly rounded result is half an
     ulp away, and below the smallest normal number the ulp is the subnormal
-    gap, far larger relative to the value. A zero where the reference lies
-    below the dtype's smallest normal number is accepted too, because XLA on
-    CPU and TensorFlow on CPU flush subnormal results to zero (measured with
-    jax 0.10 and TensorFlow 2.21).
+    gap, far larger relative to the value. Where the reference lies below the
+    dtype's smallest normal number, any result within that smallest normal
+    number of it is accepted too: XLA and TensorFlow on CPU flush subnormal
+    results to zero (measured with jax 0.10 and TensorFlow 2.21), and
+    subnormal arithmetic keeps no relative precision.
     """
 
     rtol: float
@@ -37,8 +38,9 @@ class Tolerance:
 
 
 def floors(actual: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
-    """Mark where actual is within one ulp of expected in dtype, or a flushed zero for a subnormal expected value."""
-    flushed = (actual == 0) & (np.abs(expected) < SMALLEST_NORMAL[dtype])
+    """Mark where actual is within one ulp of expected in dtype, or within the smallest normal number of a subnormal expected value."""
+    subnormal = np.abs(expected) < SMALLEST_NORMAL[dtype]
+    flushed = subnormal & (np.abs(actual - expected) <= SMALLEST_NORMAL[dtype])
     return (np.abs(actual - expected) <= ulp(expected, dtype)) | flushed
 
 

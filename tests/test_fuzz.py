@@ -261,10 +261,11 @@ def test_published_summary_names_the_run_of_each_loss(tmp_path):
     first = {"format": command.SUMMARY_FORMAT, "backend": "jax", "mode": "eager", "losses": {"mse": {}, "gae": {}}}
     first["runs"] = [{"command": "lossparity fuzz --backend jax", "losses": ["gae", "mse"]}]
     command._write(path, first, merge=True)
-    second = {"format": command.SUMMARY_FORMAT, "backend": "jax", "mode": "eager", "losses": {"mse": {"examples": 2000}}}
+    second = {"format": command.SUMMARY_FORMAT, "backend": "jax", "mode": "eager", "command": "lossparity fuzz", "losses": {"mse": {"examples": 2000}}}
     second["runs"] = [{"command": "lossparity fuzz --backend jax --loss mse", "losses": ["mse"]}]
     merged = json.loads(command._write(path, second, merge=True).read_text())
     assert merged["losses"]["mse"] == {"examples": 2000}
     assert "gae" in merged["losses"]
     assert [run["losses"] for run in merged["runs"]] == [["gae"], ["mse"]]
     assert merged["runs"][1]["command"].endswith("--loss mse")
+    assert "command" not in merged

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._api import Difference, Implementation, uses_any
+from .._api import half_precision_differences, Difference, Implementation, uses_any
 
 CE_EXTRAS = ("weight", "label_smoothing", "z_loss")
 
@@ -54,6 +54,15 @@ def squared_error_native(predictions, targets, *, reduction="mean"):
     return _reduce(optax.squared_error(predictions, targets), reduction)
 
 
+HALF_PRECISION = {name: half_precision_differences(name) for name in (
+    "optax.softmax_cross_entropy_with_integer_labels",
+    "optax.softmax_cross_entropy",
+    "optax.squared_error",
+    "optax.sigmoid_binary_cross_entropy",
+    "jnp.matmul+optax.softmax_cross_entropy_with_integer_labels",
+)}
+
+
 NATIVES = (
     Implementation(
         loss="cross_entropy",
@@ -61,7 +70,7 @@ NATIVES = (
         kind="native",
         function=integer_labels_native,
         unsupported=_index_only,
-        differences=(EMPTY_MEAN_IS_NAN,),
+        differences=(EMPTY_MEAN_IS_NAN,) + HALF_PRECISION["optax.softmax_cross_entropy_with_integer_labels"],
         notes="per-example; the adapter applies jnp.sum or jnp.mean",
     ),
     Implementation(
@@ -70,7 +79,7 @@ NATIVES = (
         kind="native",
         function=dense_native,
         unsupported=_probabilities_only,
-        differences=(EMPTY_MEAN_IS_NAN,),
+        differences=(EMPTY_MEAN_IS_NAN,) + HALF_PRECISION["optax.softmax_cross_entropy"],
         notes="per-example; the adapter applies jnp.sum or jnp.mean",
     ),
     Implementation(
@@ -78,7 +87,7 @@ NATIVES = (
         name="optax.squared_error",
         kind="native",
         function=squared_error_native,
-        differences=(EMPTY_MEAN_IS_NAN,),
+        differences=(EMPTY_MEAN_IS_NAN,) + HALF_PRECISION["optax.squared_error"],
         notes="elementwise; the adapter applies jnp.sum or jnp.mean",
     ),
 )
@@ -194,7 +203,7 @@ NATIVES += (
                 _zero_coefficient_at_infinite_logit,
                 covers=("value",),
             ),
-        ),
+        ) + HALF_PRECISION["optax.sigmoid_binary_cross_entropy"],
         notes="element-wise; the adapter multiplies by weight and applies jnp.sum or jnp.mean",
     ),
 )
@@ -236,7 +245,7 @@ NATIVES += (
                 "jnp.mean of an empty batch is NaN; the spec returns 0.",
                 lambda inputs, options, dtype: options.get("reduction", "mean") == "mean" and inputs["targets"].size == 0,
             ),
-        ),
+        ) + HALF_PRECISION["jnp.matmul+optax.softmax_cross_entropy_with_integer_labels"],
         notes="forms the whole (N, V) logits in the input dtype and ignores chunk_size; the adapter applies jnp.sum or jnp.mean",
     ),
 )

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from .._api import Difference, Implementation, uses_any
+from .._api import half_precision_differences, Difference, Implementation, uses_any
 from ..subjects.keras import KL_GRADIENT_THROUGH_PROBABILITIES, SINGLE_CLASS_AXIS_SQUEEZED, SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -111,6 +111,15 @@ def _keras_mse_averages_last_axis(inputs, options, dtype) -> bool:
     return options.get("reduction", "mean") in ("none", "sum") and inputs["predictions"].ndim >= 1
 
 
+HALF_PRECISION = {name: half_precision_differences(name) for name in (
+    "tf.nn.sparse_softmax_cross_entropy_with_logits",
+    "tf.nn.softmax_cross_entropy_with_logits",
+    "tf.nn.sigmoid_cross_entropy_with_logits",
+    "tf.nn.weighted_cross_entropy_with_logits",
+    "tf.linalg.matmul+tf.nn.sparse_softmax_cross_entropy_with_logits",
+)}
+
+
 NATIVES = (
     Implementation(
         loss="cross_entropy",
@@ -118,7 +127,7 @@ NATIVES = (
         kind="native",
         function=sparse_softmax_native,
         unsupported=_index_only,
-        differences=(EMPTY_MEAN_IS_NAN,),
+        differences=(EMPTY_MEAN_IS_NAN,) + HALF_PRECISION["tf.nn.sparse_softmax_cross_entropy_with_logits"],
         notes="per-example op; the adapter applies reduce_sum or reduce_mean",
     ),
     Implementation(
@@ -127,7 +136,7 @@ NATIVES = (
         kind="native",
         function=softmax_native,
         unsupported=_probabilities_only,
-        differences=(EMPTY_MEAN_IS_NAN, SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS),
+        differences=(EMPTY_MEAN_IS_NAN, SOFTMAX_GRADIENT_ASSUMES_NORMALISED_LABELS) + HALF_PRECISION["tf.nn.softmax_cross_entropy_with_logits"],
         notes="per-example op; the adapter applies reduce_sum or reduce_mean",
     ),
     Implementation(
@@ -309,7 +318,7 @@ NATIVES += (
         kind="native",
         function=sigmoid_ce_native,
         unsupported=lambda inputs, options: uses_any(inputs, options, tensors=("pos_weight",)),
-        differences=(BCE_MEAN_OF_EMPTY_IS_NAN, SIGMOID_CE_INFINITE_LOGITS),
+        differences=(BCE_MEAN_OF_EMPTY_IS_NAN, SIGMOID_CE_INFINITE_LOGITS) + HALF_PRECISION["tf.nn.sigmoid_cross_entropy_with_logits"],
         notes="element-wise op; the adapter multiplies by weight and applies reduce_sum or reduce_mean (in float32 for half inputs)",
     ),
     Implementation(
@@ -330,7 +339,7 @@ NATIVES += (
                 _pos_weight_overflows,
             ),
             WEIGHTED_CE_INFINITE_LOGITS,
-        ),
+        ) + HALF_PRECISION["tf.nn.weighted_cross_entropy_with_logits"],
         notes="element-wise op with pos_weight; the adapter multiplies by weight and applies reduce_sum or reduce_mean "
         "(in float32 for half inputs)",
     ),
@@ -397,7 +406,7 @@ NATIVES += (
                 "tf.reduce_mean of an empty batch is NaN; the spec returns 0.",
                 _linear_empty_mean,
             ),
-        ),
+        ) + HALF_PRECISION["tf.linalg.matmul+tf.nn.sparse_softmax_cross_entropy_with_logits"],
         notes="the unchunked composition: logits = hidden @ weight.T + bias in the input dtype, then the per-example op; "
         "the adapter applies reduce_sum or reduce_mean (in float32 for half inputs) and ignores chunk_size",
     ),

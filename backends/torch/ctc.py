@@ -200,9 +200,9 @@ NONFINITE_PADDING = Difference(
 
 EMPTY_BATCH = Difference(
     "raises-on-empty-batch",
-    "F.ctc_loss raises RuntimeError (log_probs tensor must not be empty) for a batch of B = 0 (torch 2.13, CPU); "
-    "the spec returns 0 for the mean and the sum.",
-    lambda inputs, options, dtype: inputs["logits"].shape[0] == 0,
+    "F.ctc_loss raises RuntimeError (log_probs tensor must not be empty) for logits with no element, a batch of "
+    "B = 0 or no frame (T = 0) (torch 2.13, CPU); the spec returns the loss of empty alignments (0 for empty targets).",
+    lambda inputs, options, dtype: inputs["logits"].size == 0,
     covers=("raises",),
 )
 

@@ -7,7 +7,7 @@ import torch
 
 from conformance.dtypes import round_to
 
-from .._api import Difference, Implementation, uses_any
+from .._api import half_precision_differences, Difference, Implementation, uses_any
 
 
 def _zero_denominator_mean(inputs, options, dtype) -> bool:
@@ -57,6 +57,14 @@ def _mean_of_empty(inputs, options, dtype) -> bool:
     return options.get("reduction", "mean") == "mean" and inputs["predictions"].size == 0
 
 
+HALF_PRECISION = {name: half_precision_differences(name) for name in (
+    "torch.nn.functional.cross_entropy",
+    "torch.nn.functional.mse_loss",
+    "torch.nn.functional.linear+cross_entropy",
+    "torch.nn.functional.binary_cross_entropy_with_logits",
+)}
+
+
 NATIVES = (
     Implementation(
         loss="cross_entropy",
@@ -77,7 +85,7 @@ NATIVES = (
                 "the gradient; the spec ignores those rows completely.",
                 _ignored_rows_not_finite,
             ),
-        ),
+        ) + HALF_PRECISION["torch.nn.functional.cross_entropy"],
         notes="class axis moved from last to 1; weight detached; no z_loss option",
     ),
     Implementation(
@@ -91,7 +99,7 @@ NATIVES = (
                 "PyTorch returns NaN for the mean of an empty input; the spec returns 0.",
                 _mean_of_empty,
             ),
-        ),
+        ) + HALF_PRECISION["torch.nn.functional.mse_loss"],
         notes="called as is; PyTorch broadcasts mismatched shapes with a warning, the spec raises",
     ),
 )
@@ -149,7 +157,7 @@ NATIVES += (
                 "the spec gives those tokens a zero logits' gradient.",
                 _linear_ignored_rows_not_finite,
             ),
-        ),
+        ) + HALF_PRECISION["torch.nn.functional.linear+cross_entropy"],
         notes="unchunked: linear forms all (..., V) logits in the input dtype, then cross_entropy; chunk_size ignored; no z_loss option",
     ),
 )
@@ -275,7 +283,7 @@ NATIVES += (
             ),
             POS_WEIGHT_OVERFLOW,
             INFINITE_LOGITS,
-        ),
+        ) + HALF_PRECISION["torch.nn.functional.binary_cross_entropy_with_logits"],
         notes="targets, weight and pos_weight detached; weight and pos_weight broadcast as in the spec",
     ),
 )

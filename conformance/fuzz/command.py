@@ -25,6 +25,8 @@ from ..environment import PROJECT_ROOT, environment_id
 
 EXIT_OK, EXIT_COUNTEREXAMPLES, EXIT_USAGE = 0, 1, 2
 SUMMARY_FORMAT = 1
+# Top-level fields of a summary that describe the run that wrote it.
+RUN_FIELDS = ("command", "created", "seconds", "seed", "examples_per_loss", "max_side", "derandomize", "load_average_after")
 
 
 def _reject(usage_error, message: str) -> int:
@@ -205,6 +207,9 @@ def _write(path: Path, summary: dict, *, merge: bool) -> Path:
         if previous.get("format") == SUMMARY_FORMAT and previous.get("backend") == summary["backend"] and previous.get("mode") == summary["mode"]:
             kept = {loss: entry for loss, entry in previous.get("losses", {}).items() if loss not in summary["losses"]}
             summary = {**summary, "losses": {**kept, **summary["losses"]}, "runs": _merged_runs(previous, summary, kept)}
+            if len(summary["runs"]) > 1:
+                # The top level describes one run; with several, only "runs" does.
+                summary = {key: value for key, value in summary.items() if key not in RUN_FIELDS}
     path.write_text(json.dumps(summary, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
