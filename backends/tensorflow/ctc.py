@@ -12,6 +12,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from conformance.dtypes import round_to
+
 from losses._validate_ctc import check_ctc_values, validate_ctc
 
 from .._api import Difference, Implementation
@@ -224,7 +226,12 @@ def _has_infeasible_target(inputs, options, dtype) -> bool:
 
 
 def _nonfinite_padding_frames(inputs, options, dtype) -> bool:
-    logits = inputs["logits"]
+    """Return True when a frame past some input length is not finite in the precision the built-in sees.
+
+    The adapter passes float64 logits as float32, where a float64 logit beyond
+    3.4e38 is infinite.
+    """
+    logits = round_to(inputs["logits"], "float32" if dtype == "float64" else dtype)
     padding = np.arange(logits.shape[1])[None, :] >= np.asarray(inputs["input_lengths"])[:, None]
     return not np.isfinite(logits[padding]).all()
 
@@ -256,8 +263,9 @@ NATIVES = (
             ),
             Difference(
                 "nonfinite-logits-in-padding-frames",
-                "tf.nn.ctc_loss takes log_softmax over every frame, padding included, so -inf logits in frames "
-                "past the input length make the loss and its gradient NaN; the spec ignores padding frames.",
+                "tf.nn.ctc_loss takes log_softmax over every frame, padding included, so a non-finite logit in a frame "
+                "past the input length makes the loss and its gradient NaN; the spec ignores padding frames. Float64 "
+                "logits reach the built-in as float32, where a logit beyond 3.4e38 is infinite.",
                 _nonfinite_padding_frames,
             ),
             Difference(
