@@ -1,4 +1,4 @@
-"""The comparison's floors (one ulp, flushed subnormals) and its oracle scale accept rounding and nothing larger."""
+"""The comparison's floors (one ulp, subnormal results) and the oracle's magnitude floor accept rounding and nothing larger."""
 
 from __future__ import annotations
 
