@@ -86,10 +86,21 @@ def test_other_groups_keep_the_float64_spec():
     assert reference.magnitudes == {}
 
 
+def _as_array(value):
+    """Convert a case value to a float64 array, or an integer array for class ids; None stays None."""
+    if value is None:
+        return None
+    array = np.asarray(value)
+    return array.astype(float) if array.dtype.kind == "f" else array
+
+
 def _fuzz_reference(loss: str, inputs: dict, options: dict, dtype: str):
     worker = Worker.load("numpy", Selection(losses=(loss,), dtypes=(dtype,), modes=("eager",)))
-    case = Case(f"fuzz-mutants-{loss}-{dtype}", "fuzz", lambda rng: ({name: None if value is None else np.asarray(value, dtype=float) if np.asarray(value).dtype.kind == "f" else np.asarray(value) for name, value in inputs.items()}, dict(options)))
-    return worker.reference(loss, case, dtype)
+
+    def build(rng):
+        return {name: _as_array(value) for name, value in inputs.items()}, dict(options)
+
+    return worker.reference(loss, Case(f"fuzz-mutants-{loss}-{dtype}", "fuzz", build), dtype)
 
 
 # Inputs on which the oracle's magnitude is much larger than the gradient, because
