@@ -216,6 +216,10 @@ def _nonfinite_padding_frames(inputs, options, dtype) -> bool:
     return not np.isfinite(logits[padding]).all()
 
 
+def _has_no_frame(inputs, options, dtype) -> bool:
+    return inputs["logits"].shape[1] == 0
+
+
 def _nonfinite_counted_frames(inputs, options, dtype) -> bool:
     """Return True when a frame inside some input length contains NaN or +inf."""
     logits = inputs["logits"]
@@ -251,6 +255,14 @@ NATIVES = (
                 "then gives NaN at that sequence's padding frames too, because they are blended out by multiplying "
                 "with the 0/1 paddings; the spec gives them zero gradient.",
                 _nonfinite_counted_frames,
+            ),
+            Difference(
+                "raises-without-frames",
+                "optax.ctc_loss raises IndexError (index is out of bounds for axis 0 with size 0) for logits with no "
+                "frame (T = 0), whatever the batch size (optax 0.2.8); the spec returns the loss of empty alignments, "
+                "0 for empty targets. With T > 0 and no sequence (B = 0) it returns an empty array, reduced to 0.",
+                _has_no_frame,
+                covers=("raises",),
             ),
         ),
         notes=(
