@@ -4,9 +4,7 @@ import signal
 
 
 def pytest_configure(config):
-    # A shell that starts pytest as a background job (cmd &, no job control) sets SIGINT to ignored, and every
-    # process started from it keeps it ignored, so the tests that stop a run with SIGINT would wait in vain.
-    # A handled signal is reset to the default at exec, so after this the processes the tests start react to
-    # SIGINT as they do in a terminal.
+    # A background job of a shell starts with SIGINT ignored, and its children inherit that, so runs would ignore the
+    # SIGINT of the interruption tests. A Python handler is reset to the default at exec, unlike an ignored signal.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
