@@ -44,7 +44,7 @@ def floors(actual: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
     return (np.abs(actual - expected) <= ulp(expected, dtype)) | flushed
 
 
-# The oracle command holds the float64 spec to 8 ulps of the magnitude (a few
+# The oracle command bounds the float64 spec's error by 8 ulps of the magnitude (a few
 # roundings and a pairwise sum). An implementation gets the same count of the
 # epsilon of the precision it is expected to compute in: float64 for float64
 # inputs, float32 otherwise, since mixed precision runs losses in float32 (the

@@ -226,7 +226,7 @@ def _has_infeasible_target(inputs, options, dtype) -> bool:
 
 
 def _nonfinite_padding_frames(inputs, options, dtype) -> bool:
-    """Return True when a frame past some input length is not finite in the precision the built-in sees.
+    """Return True when a frame past some input length is not finite in the precision the built-in computes in.
 
     The adapter passes float64 logits as float32, where a float64 logit beyond
     3.4e38 is infinite.

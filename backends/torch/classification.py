@@ -132,7 +132,7 @@ def _shifted_logsumexp(z):
 
     torch.logsumexp's backward forms exp(z - lse) from the lse rounded at the
     scale of the logits: at logits of 1e4 in float32 that rounding (ulp 9.8e-4)
-    shifts every probability by about 1e-4 relative. Here the backward sees z - top, exact near the maximum.
+    shifts every probability by about 1e-4 relative. Here the backward receives z - top, which is exact near the maximum.
     """
     top = z.detach().amax(dim=-1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))

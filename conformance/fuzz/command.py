@@ -205,8 +205,8 @@ def _write(path: Path, summary: dict, *, merge: bool) -> Path:
             print(f"lossparity fuzz: {path} is unreadable ({error}); it is replaced", file=sys.stderr)
             previous = {}
         if previous.get("format") == SUMMARY_FORMAT and previous.get("backend") == summary["backend"] and previous.get("mode") == summary["mode"]:
-            kept = {loss: entry for loss, entry in previous.get("losses", {}).items() if loss not in summary["losses"]}
-            summary = {**summary, "losses": {**kept, **summary["losses"]}, "runs": _merged_runs(previous, summary, kept)}
+            earlier_losses = {loss: entry for loss, entry in previous.get("losses", {}).items() if loss not in summary["losses"]}
+            summary = {**summary, "losses": {**earlier_losses, **summary["losses"]}, "runs": _merged_runs(previous, summary, earlier_losses)}
             if len(summary["runs"]) > 1:
                 # The top level describes one run; with several, only "runs" does.
                 summary = {key: value for key, value in summary.items() if key not in RUN_FIELDS}
@@ -214,15 +214,15 @@ def _write(path: Path, summary: dict, *, merge: bool) -> Path:
     return path
 
 
-def _merged_runs(previous: dict, summary: dict, kept: dict) -> list[dict]:
-    """Return the runs whose losses the merged summary still holds, then this run: each loss names the run that fuzzed it."""
+def _merged_runs(previous: dict, summary: dict, earlier_losses: dict) -> list[dict]:
+    """Return the runs whose losses the merged summary still contains, then this run: each loss names the run that fuzzed it."""
     earlier = previous.get("runs")
     if earlier is None:  # A summary written before runs were recorded: its top level describes one run.
         fields = ("command", "created", "seconds", "examples_per_loss", "seed")
         earlier = [{**{field: previous.get(field) for field in fields}, "losses": sorted(previous.get("losses", {}))}]
     runs = []
     for run in earlier:
-        remaining = [loss for loss in run.get("losses", []) if loss in kept]
+        remaining = [loss for loss in run.get("losses", []) if loss in earlier_losses]
         if remaining:
             runs.append({**run, "losses": remaining})
     return runs + summary["runs"]
