@@ -126,17 +126,17 @@ def compare(
     problems = []
     if nan_mismatch.any():
         index = tuple(int(i) for i in np.argwhere(nan_mismatch)[0])
-        problems.append(f"NaN position differs at {index}: got {actual[index]!r}, expected {expected[index]!r}")
+        problems.append(f"NaN position differs at {index}: got {float(actual[index])!r}, expected {float(expected[index])!r}")
     if inf_mismatch.any() or sign_mismatch.any():
         index = tuple(int(i) for i in np.argwhere(inf_mismatch | sign_mismatch)[0])
-        problems.append(f"infinity differs at {index}: got {actual[index]!r}, expected {expected[index]!r}")
+        problems.append(f"infinity differs at {index}: got {float(actual[index])!r}, expected {float(expected[index])!r}")
     if not within.all():
         worst = int(np.argmax(np.where(within, -np.inf, errors - (atol + tolerance.rtol * reference))))
         index = tuple(int(i) for i in np.argwhere(finite)[worst])
         count = int((~within).sum())
         problems.append(
             f"{count} of {errors.size} elements out of tolerance; worst at {index}: "
-            f"got {actual[index]!r}, expected {expected[index]!r}"
+            f"got {float(actual[index])!r}, expected {float(expected[index])!r}"
         )
     return Comparison(not problems, max_abs, max_rel_eps, "; ".join(problems))
 
