@@ -16,7 +16,7 @@ import numpy as np
 
 from losses._validate_ctc import check_ctc_values, validate_ctc
 
-from .._api import Difference, Implementation, uses_any
+from .._api import half_precision_differences, Difference, Implementation, uses_any
 from ._common import compute_dtype, concrete, tensor_info
 
 __all__ = ["ctc_loss"]
@@ -264,7 +264,8 @@ NATIVES = (
                 _has_no_frame,
                 covers=("raises",),
             ),
-        ),
+        )
+        + half_precision_differences("optax.ctc_loss"),
         notes=(
             "lengths turned into logit_paddings and label_paddings; called under jax.jit in both modes, because "
             "an eager call traces and compiles its lax.scan again each time; per-sequence losses, reduced by the adapter"
