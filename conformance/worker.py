@@ -204,7 +204,8 @@ class Worker:
     def reference(self, loss: str, case: Case, dtype: str) -> Reference:
         key = (loss, case.name, dtype, self.selection.seed)
         if key != self._reference_key:
-            self._reference = None  # Free the previous reference before building a large one.
+            # Free the previous reference before building a large one, and forget its key in case this build raises.
+            self._reference, self._reference_key = None, None
             spec = losses.SPECS[loss]
             if self._generated_key != (loss, case.name):
                 self._generated = case.generate(self.selection.seed)
@@ -237,7 +238,11 @@ class Worker:
             return [self._record(unit, "value", "skip", detail=skip.reason, known_failure={"reason": skip.reason, "link": skip.link})]
 
         spec = losses.SPECS[unit.loss]
-        reference = self.reference(unit.loss, unit.case, unit.dtype)
+        try:
+            reference = self.reference(unit.loss, unit.case, unit.dtype)
+        except Exception as error:  # An unreadable case file or a failing spec is this unit's result, not a worker crash.
+            detail = f"the case's inputs or the spec's reference could not be built: {_describe_error(error)}"
+            return [self._record(unit, "value", "error", detail=detail[:2000])]
         reason = unit.implementation.unsupported(reference.inputs, reference.options)
         if reason:
             return [self._record(unit, "value", "unsupported", detail=reason)]

@@ -234,9 +234,27 @@ def test_regression_rejects_pickled_arrays(tmp_path):
 def test_cases_for_reports_corrupt_regression_file(regression_folder):
     json_path, _ = _saved_case(regression_folder)
     json_path.write_text("[]", encoding="utf-8")
+    [unreadable] = [case for case in cases_for("bradley_terry_loss") if case.group == REGRESSION_GROUP]
+    assert unreadable.name == "fuzz-" + json_path.stem
     with pytest.raises(regression.RegressionFileError) as raised:
-        cases_for("bradley_terry_loss")
+        unreadable.generate(0)
     assert str(json_path) in str(raised.value)
+
+
+def test_corrupt_regression_file_is_one_error(regression_folder):
+    # The unreadable case is an error record of each implementation; the other cases of the run still run.
+    json_path, _ = _saved_case(regression_folder)
+    json_path.write_text("{ truncated", encoding="utf-8")
+    selection = Selection(losses=("bradley_terry_loss",), dtypes=("float64",), modes=("eager",), groups=("small", REGRESSION_GROUP))
+    worker = Worker.load("numpy", selection)
+    records = [record for unit in worker.plan() for record in worker.execute(unit)]
+    errors = [record for record in records if record["status"] == "error"]
+    assert [record["case"] for record in errors] == ["fuzz-" + json_path.stem]
+    assert str(json_path) in errors[0]["detail"]
+    assert "invalid JSON" in errors[0]["detail"]
+    small = [record for record in records if record["group"] == "small"]
+    assert small
+    assert all(record["status"] == "pass" for record in small)
 
 
 def test_regression_save_twice_lists_second_failure(tmp_path):

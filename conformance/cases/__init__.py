@@ -89,13 +89,18 @@ def regression_cases_for(loss: str) -> list[Case]:
     Each case runs in the dtype it failed in and in the wider dtypes that hold
     its values exactly (float16 and bfloat16 values also in float32 and
     float64, float32 values also in float64), eager mode only. A corrupt or
-    truncated file raises RegressionFileError naming it.
+    truncated file becomes a case that raises RegressionFileError, naming the
+    file, when it is built, so each implementation records it as an error.
     """
     from ..fuzz import regression
 
     cases = []
     for path in regression.paths_for(loss):
-        document, inputs, options = regression.load(path)
+        try:
+            document, inputs, options = regression.load(path)
+        except regression.RegressionFileError as error:
+            cases.append(_unreadable_case(path, error))
+            continue
         note = (
             f"fuzzing counterexample: {document['backend']} {document['implementation']} failed {document['check']} "
             f"in {document['dtype']} ({path.name})"
@@ -104,6 +109,15 @@ def regression_cases_for(loss: str) -> list[Case]:
             Case(document["case"], REGRESSION_GROUP, _fixed_build(inputs, options), dtypes=regression.replay_dtypes(document["dtype"]), note=note)
         )
     return cases
+
+
+def _unreadable_case(path, error: Exception) -> Case:
+    """Return a float64 regression case whose build raises the error that reading its file raised."""
+
+    def build(rng: np.random.Generator) -> tuple[dict, dict]:
+        raise error
+
+    return Case(f"fuzz-{path.stem}", REGRESSION_GROUP, build, dtypes=("float64",), note=f"unreadable regression file: {error}")
 
 
 def _fixed_build(inputs: dict, options: dict) -> Callable[[np.random.Generator], tuple[dict, dict]]:
