@@ -60,11 +60,12 @@ def _require_writable_folder(path: Path) -> None:
     """Fail before the run, not after it, when results could not be written to path."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file; expected a folder (it is created if missing)")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UsageError(f"--out {path} cannot be created or written: {existing} is not a writable folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {path} cannot be created ({error.strerror}); expected a writable folder") from error
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"--out {path} cannot be written; expected a writable folder")
 
 
 def resolve_backends(requested: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -250,6 +251,8 @@ def command_run(args) -> int:
         raise UsageError(f"--timeout {args.timeout} is invalid; expected a positive, finite number of seconds")
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs} is invalid; expected at least 1")
+    if args.memory_limit is not None and not 0 < args.memory_limit < float("inf"):
+        raise UsageError(f"--memory-limit {args.memory_limit} is invalid; expected a positive, finite number of GiB")
 
     subject_runs = _plan_registered_subjects(args, backends, selection)
     return _run_and_report(args, selection, backends, subject_runs, allow_tf32=allow_tf32, determinism=determinism, compare_device=compare_device)

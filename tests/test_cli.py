@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import losses
 from backends import BACKENDS
 from conformance import backend_loader
@@ -100,6 +102,24 @@ def test_run_unknown_backend():
     assert "'nope'" in result.stderr, f"the error does not name the unknown backend:\n{result.stderr}"
     for backend in BACKENDS:
         assert backend in result.stderr, f"the error does not list valid backend {backend!r}:\n{result.stderr}"
+    assert "Traceback" not in result.stderr, f"a usage error printed a traceback:\n{result.stderr}"
+
+
+@pytest.mark.parametrize("limit", ["nan", "0", "-2", "inf"])
+def test_run_invalid_memory_limit(limit):
+    result = run_lossparity("run", "--backend", "numpy", "--loss", "mse", "--memory-limit", limit, "--no-progress")
+    assert result.returncode == 2, format_result(result)
+    assert "--memory-limit" in result.stderr
+    assert "expected a positive, finite number of GiB" in result.stderr
+    assert "Traceback" not in result.stderr, f"a usage error printed a traceback:\n{result.stderr}"
+
+
+def test_run_out_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    result = run_lossparity("run", "--backend", "numpy", "--loss", "mse", "--out", str(blocker / "results"), "--no-progress")
+    assert result.returncode == 2, format_result(result)
+    assert f"--out {blocker / 'results'} cannot be created" in result.stderr
     assert "Traceback" not in result.stderr, f"a usage error printed a traceback:\n{result.stderr}"
 
 
