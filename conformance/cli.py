@@ -337,7 +337,7 @@ def _run_and_report(
     """Run the backends' workers and the subjects' workers, then write, print and judge the results like lossparity run."""
     from dataclasses import replace
 
-    from .runner import _worker_command, run_backends
+    from .runner import JournalError, _worker_command, run_backends
 
     by_label = {run.label: run for run in subject_runs}
 
@@ -379,6 +379,8 @@ def _run_and_report(
                 journal=journal,
                 resume=resume,
             )
+    except JournalError as error:
+        raise UsageError(f"--resume cannot read the interrupted run's journal: {error}; delete {journal} and run without --resume") from error
     except KeyboardInterrupt:
         if journal is not None and hasattr(args, "resume"):
             print(

@@ -308,6 +308,20 @@ def _journal_fault(run: BackendRun, workdir: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+class JournalError(ValueError):
+    """A journal file of an interrupted run that cannot be read back; the message names the file and the line."""
+
+
+def _parse_journal_line(path: Path, number: int, line: bytes | str) -> dict:
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise JournalError(f"{path}, line {number}: invalid JSON ({error})") from error
+    if not isinstance(document, dict):
+        raise JournalError(f"{path}, line {number}: a JSON {type(document).__name__}; expected an object")
+    return document
+
+
 def recover(run: BackendRun, workdir: Path) -> None:
     """Rebuild a backend's state from the journal of an interrupted run, so its worker restarts after the last finished unit.
 
@@ -319,8 +333,13 @@ def recover(run: BackendRun, workdir: Path) -> None:
     attempts = [path for _, path in sorted(numbered)]
     unfinished_from = None
     for path in attempts:
-        run.output_path, run.read_offset = path, 0
-        for document in _read_new_lines(run):
+        lines = path.read_bytes().split(b"\n")[:-1]  # A last line without its newline was cut off by the interruption.
+        documents = [_parse_journal_line(path, number, line) for number, line in enumerate(lines, 1) if line.strip()]
+        untyped = next((number for number, document in enumerate(documents, 1) if "type" not in document), None)
+        if untyped is not None:
+            raise JournalError(f"{path}: record {untyped} has no 'type'; expected a line the worker wrote")
+        run.output_path, run.read_offset = path, sum(len(line) + 1 for line in lines)
+        for document in documents:
             if document.get("type") == "start":
                 unfinished_from = (document["index"], len(run.records))
             elif document.get("type") == "done":
@@ -328,7 +347,8 @@ def recover(run: BackendRun, workdir: Path) -> None:
             _absorb(run, document)
         run.done = run.done and unfinished_from is None
     faults = workdir / f"{run.backend}.faults.jsonl"
-    fault_records = [json.loads(line) for line in faults.read_text(encoding="utf-8").splitlines() if line.strip()] if faults.exists() else []
+    fault_lines = faults.read_text(encoding="utf-8", errors="replace").splitlines() if faults.exists() else []
+    fault_records = [_parse_journal_line(faults, number, line) for number, line in enumerate(fault_lines, 1) if line.strip()]
     run.restarts = len(attempts)
     if run.current is not None and unfinished_from is not None:
         index, first_record = unfinished_from

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import backend_loader
+from conformance import backend_loader, runner
 from conformance.runner import fault_kind, run_backends
 from conformance.worker import Selection
 from tests.fault_backend import NO_HANG_VARIABLE
@@ -155,3 +155,19 @@ def test_resume_without_journal_is_usage_error(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "found no interrupted run" in stderr
+
+
+def test_recover_rejects_corrupt_journal_line(tmp_path):
+    journal = tmp_path / "torch.0.jsonl"
+    journal.write_text('{"type": "plan", "total": 3}\n{not json\n', encoding="utf-8")
+    with pytest.raises(runner.JournalError) as raised:
+        runner.recover(runner.BackendRun("torch"), tmp_path)
+    assert f"{journal}, line 2: invalid JSON" in str(raised.value)
+
+
+def test_recover_ignores_cut_off_last_line(tmp_path):
+    (tmp_path / "torch.0.jsonl").write_text('{"type": "plan", "total": 3}\n{"type": "sta', encoding="utf-8")
+    run = runner.BackendRun("torch")
+    runner.recover(run, tmp_path)
+    assert run.total == 3
+    assert run.restarts == 1
