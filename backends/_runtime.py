@@ -30,6 +30,8 @@ def freeze(value: object) -> object:
 
 class BaseRuntime:
     name = "base"
+    # The type a loss returns in this framework, as error messages name it.
+    tensor_type = "array"
     dtypes: tuple[str, ...] = ALL_DTYPES
     modes: tuple[str, ...] = ("eager", "compiled")
     # The device names this runtime accepts; the worker rejects any other comparison device.
@@ -45,6 +47,10 @@ class BaseRuntime:
         self.reference_hint = None
 
     # Framework hooks ---------------------------------------------------
+
+    def is_tensor(self, value) -> bool:
+        """Return True when value is a tensor of this framework, the type a loss must return; any value by default."""
+        return True
 
     def unavailable_reason(self) -> str | None:
         """Say why this runtime cannot run on self.device, or None when it can."""
@@ -135,6 +141,8 @@ class BaseRuntime:
             result = implementation.function(*positional, **keywords, **options)
             if isinstance(result, (tuple, list)):
                 result = self.stack(tuple(result))
+            if not self.is_tensor(result):
+                raise TypeError(f"{implementation.name} returned a {type(result).__name__}; expected a {self.tensor_type}")
             return result
 
         return call

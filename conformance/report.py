@@ -23,9 +23,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def short_detail(detail: str, limit: int = 300) -> str:
-    """Return a detail on one line, keeping its end, where a traceback puts the exception."""
+    """Return a detail on one line of at most about limit characters: its start (the exception type) and its end (where it was raised)."""
     flat = " ".join(detail.split())
-    return flat if len(flat) <= limit else "..." + flat[-limit:]
+    if len(flat) <= limit:
+        return flat
+    head = 2 * limit // 3
+    return flat[:head] + " ... " + flat[-(limit - head):]
 
 
 def is_device_check(record: dict) -> bool:

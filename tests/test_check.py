@@ -86,6 +86,14 @@ def test_undecorated_function_needs_loss_and_backend(tmp_path):
     assert "--backend 'numpy' is invalid" in numpy.stderr
 
 
+@pytest.mark.parametrize(("backend", "tensor_type"), [("torch", "torch.Tensor"), ("tensorflow", "tf.Tensor"), ("jax", "jax.Array")])
+def test_python_float_result_is_named(tmp_path, backend, tensor_type):
+    (tmp_path / "scalar.py").write_text('def mse(predictions, targets, *, reduction="mean"):\n    return 1.0\n')
+    result = _check(tmp_path, "scalar:mse", "--loss", "mse", "--backend", backend, "--dtype", "float64", "--mode", "eager", "--group", "small")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"TypeError: scalar:mse returned a float; expected a {tensor_type}" in result.stdout
+
+
 def test_unknown_target_is_a_usage_error(tmp_path, capsys):
     assert main(["check", "no_such_module:fn"]) == 2
     assert "module 'no_such_module' of 'no_such_module:fn' was not found" in capsys.readouterr().err

@@ -195,3 +195,15 @@ def test_explain_closed_pipe_quiet():
     _, errors = process.communicate(timeout=COMMAND_TIMEOUT_SECONDS)
     assert b"Traceback" not in errors, errors.decode()
     assert process.returncode in (0, 141)
+
+
+def test_short_detail_keeps_type_and_location():
+    from conformance.report import short_detail
+
+    detail = "TypeError: " + "word " * 200 + "(at backends/_runtime.py:145)"
+    shortened = short_detail(detail, 120)
+    assert shortened.startswith("TypeError: word")
+    assert shortened.endswith("(at backends/_runtime.py:145)")
+    assert " ... " in shortened
+    assert len(shortened) <= 125
+    assert short_detail("a  short\ndetail") == "a short detail"

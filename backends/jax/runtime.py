@@ -23,6 +23,7 @@ DTYPES = {
 
 class Runtime(BaseRuntime):
     name = "jax"
+    tensor_type = "jax.Array"
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
@@ -72,6 +73,9 @@ class Runtime(BaseRuntime):
 
     def to_numpy(self, tensor) -> np.ndarray:
         return np.asarray(tensor).astype(np.float64)
+
+    def is_tensor(self, value) -> bool:
+        return isinstance(value, jax.Array)
 
     def stack(self, values):
         return jnp.stack(values)

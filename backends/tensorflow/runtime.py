@@ -17,6 +17,7 @@ DTYPES = {
 
 class Runtime(BaseRuntime):
     name = "tensorflow"
+    tensor_type = "tf.Tensor"
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
@@ -58,6 +59,9 @@ class Runtime(BaseRuntime):
 
     def to_numpy(self, tensor) -> np.ndarray:
         return tf.cast(tensor, tf.float64).numpy()
+
+    def is_tensor(self, value) -> bool:
+        return tf.is_tensor(value)
 
     def stack(self, values):
         return tf.stack(values)

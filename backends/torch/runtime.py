@@ -29,6 +29,7 @@ if hasattr(torch._dynamo.config, "accumulated_recompile_limit"):
 
 class Runtime(BaseRuntime):
     name = "torch"
+    tensor_type = "torch.Tensor"
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)
@@ -72,6 +73,9 @@ class Runtime(BaseRuntime):
 
     def to_numpy(self, tensor) -> np.ndarray:
         return tensor.detach().to("cpu", torch.float64).numpy()
+
+    def is_tensor(self, value) -> bool:
+        return isinstance(value, torch.Tensor)
 
     def stack(self, values):
         return torch.stack(values)
