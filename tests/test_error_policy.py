@@ -227,3 +227,16 @@ def test_spec_raises_every_error_case(loss):
     for unit in units:
         record = worker.execute(unit)[0]
         assert record["status"] == "pass", f"{record['case']}: {record['detail']}"
+
+
+def test_tensorflow_unknown_dimensions_named():
+    # Traced with an input_signature that leaves dimensions open, a mirror raises a clear error, not int(None).
+    tf = pytest.importorskip("tensorflow")
+    from backends.tensorflow import implementations
+
+    mirror = next(item.function for item in implementations() if item.loss == "cross_entropy" and item.kind == "mirror")
+    signature = [tf.TensorSpec([None, 5], tf.float64), tf.TensorSpec([None], tf.int64)]
+    traced = tf.function(mirror, input_signature=signature, autograph=False)
+    with pytest.raises(ValueError) as raised:
+        traced(tf.zeros((4, 5), tf.float64), tf.zeros(4, tf.int64))
+    assert "logits has the shape (None, 5) under tf.function, with unknown dimensions" in str(raised.value)

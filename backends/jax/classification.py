@@ -1,7 +1,8 @@
 """JAX mirrors of the spec's classification, token-level and regression losses.
 
 Under jax.jit (0.10.2, CPU) the data-dependent checks do not run. A class id or label
->= the number of classes gives NaN, a negative class id gives a finite wrong value,
+>= the number of classes gives a NaN value with a finite, wrong gradient, a negative
+class id gives a finite wrong value,
 negative KL targets give NaN, BCE targets outside [0, 1] or negative BCE weights give a
 finite value, and a NaN class weight gave 0.0 on the cross_entropy ErrorCase inputs.
 """

@@ -2,7 +2,8 @@
 
 Under jax.jit (0.10.2, CPU) the length and label checks do not run: a negative input
 length or a target length past the targets' width gives +inf, a label >= the number of
-classes gives NaN, and a label equal to blank gives a finite value.
+classes gives NaN, and a label equal to blank or an input length past the number of
+frames gives a finite value.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""TensorFlow mirrors of the spec, with the same names and signatures as ``losses``."""
+"""TensorFlow mirrors of the spec, with the same names and signatures as ``losses``.
+
+The checks of the data run only in eager mode. Inside a plain tf.function (a graph
+without XLA) they are skipped as under jit_compile=True, and some bad inputs then raise
+TensorFlow's own errors instead: an out-of-range class id raises InvalidArgumentError
+from a gather (2.21, CPU). Each module says what its losses return under XLA.
+"""
 
 from .advantages import *  # noqa: F401,F403
 from .classification import binary_cross_entropy_with_logits, causal_lm_cross_entropy, cross_entropy, kl_divergence, mse  # noqa: F401

@@ -21,6 +21,11 @@ def tensor_info(name: str, tensor: object) -> TensorInfo:
         kind = "i"
     else:
         kind = "other"
+    if tensor.shape.rank is None or None in tensor.shape.as_list():
+        raise ValueError(
+            f"{name} has the shape {tensor.shape} under tf.function, with unknown dimensions; expected a static shape, because "
+            "the mirrors check and use every dimension: trace without an input_signature, or give every dimension in it"
+        )
     return TensorInfo(tuple(tensor.shape), dtype.name, kind)
 
 

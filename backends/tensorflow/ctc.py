@@ -2,7 +2,8 @@
 
 Under tf.function(jit_compile=True) (2.21, CPU) the length and label checks do not run:
 a negative input length or a target length past the targets' width gives +inf, and an
-out-of-range label or a label equal to blank gives a finite wrong value.
+out-of-range label, a label equal to blank or an input length past the number of frames
+gives a finite wrong value.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """PyTorch mirror of the spec's CTC loss, and the adapter to torch.nn.functional.ctc_loss.
 
 Under torch.compile (2.13, CPU) the length and label checks do not run. A negative input
-length gives +inf, and a label equal to blank gives a finite value. A target length past
-the targets' width or an out-of-range label raises RuntimeError (index out of bounds).
+length gives +inf, and a label equal to blank or an input length past the number of frames
+gives a finite value. A target length past the targets' width or an out-of-range label
+raises RuntimeError (index out of bounds).
 """
 
 from __future__ import annotations
