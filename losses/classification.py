@@ -128,7 +128,9 @@ def cross_entropy(
         logits: floating array (..., C), class axis last (as optax and
             TensorFlow; PyTorch puts it at axis 1).
         targets: integer class ids of shape logits.shape[:-1], or floating class
-            probabilities of shape logits.shape.
+            probabilities of shape logits.shape. Probabilities are used as given,
+            as in PyTorch: the loss is linear in them, and neither negative
+            entries nor rows that do not sum to 1 are rejected.
         weight: optional floating array (C,) of non-negative class weights w
             (default all ones). Not differentiated.
         ignore_index: integer targets equal to this id contribute nothing to the
