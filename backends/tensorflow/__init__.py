@@ -3,7 +3,7 @@
 The checks of the data run only in eager mode. Inside a plain tf.function (a graph
 without XLA) they are skipped as under jit_compile=True, and some bad inputs then raise
 TensorFlow's own errors instead: an out-of-range class id raises InvalidArgumentError
-from a gather (2.21, CPU). Each module says what its losses return under XLA.
+from a gather (2.21, CPU). Each module's docstring lists what its losses return under XLA.
 """
 
 from .advantages import *  # noqa: F401,F403
