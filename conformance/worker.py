@@ -242,7 +242,8 @@ class Worker:
             reference = self.reference(unit.loss, unit.case, unit.dtype)
         except Exception as error:  # An unreadable case file or a failing spec is this unit's result, not a worker crash.
             detail = f"the case's inputs or the spec's reference could not be built: {_describe_error(error)}"
-            return [self._record(unit, "value", "error", detail=detail[:2000])]
+            memory = isinstance(error, MemoryError) or any(word in detail for word in MEMORY_WORDS)
+            return [self._record(unit, "value", "error", detail=detail[:2000], **({"fault": "memory"} if memory else {}))]
         reason = unit.implementation.unsupported(reference.inputs, reference.options)
         if reason:
             return [self._record(unit, "value", "unsupported", detail=reason)]
