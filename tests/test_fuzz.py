@@ -242,7 +242,7 @@ def test_cases_for_reports_corrupt_regression_file(regression_folder):
 
 
 def test_corrupt_regression_file_is_one_error(regression_folder):
-    # The unreadable case is an error record of each implementation; the other cases of the run still run.
+    # The unreadable case becomes an error record of each implementation, and the other cases still run.
     json_path, _ = _saved_case(regression_folder)
     json_path.write_text("{ truncated", encoding="utf-8")
     selection = Selection(losses=("bradley_terry_loss",), dtypes=("float64",), modes=("eager",), groups=("small", REGRESSION_GROUP))

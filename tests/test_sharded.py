@@ -212,7 +212,8 @@ def _wrong_rank(rank, world_size, port, variants, case_names, out_dir):
                 unit = {"id": name, "case": name, "dtype": "float32", "implementation": MIRROR}
                 line = torch_worker.run_unit(unit, 0, dist.group.WORLD, rank, world_size, None)
                 results.write(json.dumps({"unit": name, **line}) + "\n")
-    # As in torch_worker: a rank that tears gloo down while the other still uses it can abort with std::terminate.
+    # Both ranks finish their collectives before gloo is torn down, as in torch_worker.
+    # NOTE: this test once aborted with std::terminate without the barrier; that the barrier prevents it is not proven.
     dist.barrier()
     dist.destroy_process_group()
 
